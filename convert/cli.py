@@ -1,0 +1,119 @@
+"""`edgeml convert`: the command line over convert.pipeline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgeml.errors import UsageError
+from edgeml.schema import parse_input_spec
+from edgeml.table import human_size, print_table
+
+from .exporters import format_names
+from .options import CalibrationMethod, ConvertOptions, Precision, QuantMode, QuantOptions, Task, ToleranceOverride
+
+
+def _csv_choice(value: str, allowed: list[str], option: str) -> list[str]:
+    items = [v.strip().lower() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise UsageError(f"{option} {value!r}: choose from {', '.join(allowed)} (comma-separated)")
+    return list(dict.fromkeys(items))
+
+
+@click.command("convert")
+@click.argument("source")
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle directory to create [default: ./NAME-VERSION].")
+@click.option("--name", required=True, help="Model name (letters, digits, . _ -).")
+@click.option("--version", "version", required=True, help="Model version, e.g. 1.0.0.")
+@click.option("--to", "formats", default="onnx", show_default=True, help=f"Target formats, comma-separated: {', '.join(format_names())}.")
+@click.option("--precision", default="fp32", show_default=True, help="Precisions, comma-separated: fp32, fp16, int8.")
+@click.option("--calibration", type=click.Path(path_type=Path), help="Calibration data (.npz keyed by input name, or .csv).")
+@click.option("--validation", type=click.Path(path_type=Path), help="Validation data; default: 20% held out of --calibration.")
+@click.option("--target", help="Label key/column in the data files [default: label, labels, target or y].")
+@click.option("--sign-key", type=click.Path(path_type=Path), help="ed25519 private key (edgeml keys generate).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE", help="Input spec, e.g. input:float32:?x1x8x8 (? = dynamic). Repeatable.")
+@click.option("--weights", type=click.Path(path_type=Path), help="state_dict file for a package.module:factory SOURCE.")
+@click.option("--task", type=click.Choice([t.value for t in Task]), help="Model task [default: inferred].")
+@click.option("--labels", help="Class labels, comma-separated (PyTorch/ONNX classifiers).")
+@click.option("--quantization", type=click.Choice([m.value for m in QuantMode]), default="auto", show_default=True, help="int8: static (Conv graphs, calibrated) or dynamic (MatMul graphs).")
+@click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="minmax", show_default=True)
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="int8 weight quantization granularity.")
+@click.option("--atol", type=float, help="Override the absolute tolerance of every precision.")
+@click.option("--rtol", type=float, help="Override the relative tolerance (times max |source output|).")
+@click.option("--min-agreement", type=float, help="Override the minimum top-1 agreement with the source.")
+@click.option("--max-metric-drop", type=float, help="Override the allowed drop of accuracy / R^2.")
+@click.option("--allow-degraded", is_flag=True, help="Keep artifacts that fail validation (marked failed in the manifest).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset for exported graphs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def convert(source: str, out: Path | None, name: str, version: str, formats: str, precision: str,
+            calibration: Path | None, validation: Path | None, target: str | None, sign_key: Path | None,
+            inputs: tuple[str, ...], weights: Path | None, task: str | None, labels: str | None,
+            quantization: str, calibration_method: str, per_channel: bool, atol: float | None,
+            rtol: float | None, min_agreement: float | None, max_metric_drop: float | None,
+            allow_degraded: bool, force: bool, opset: int, as_json: bool) -> None:
+    """Convert SOURCE (PyTorch, scikit-learn or ONNX) into a validated, signed, versioned bundle.
+
+    Every artifact is run on the backend a device will use and compared with the source model;
+    nothing is written unless all pass (or --allow-degraded). Pickled scikit-learn files execute
+    code when loaded: convert only files you trust.
+    """
+    from .pipeline import convert as run_convert
+
+    options = ConvertOptions(
+        source=source, out=out or Path(f"{name}-{version}"), name=name, version=version,
+        formats=_csv_choice(formats, format_names(), "--to"),
+        precisions=[Precision(p) for p in _csv_choice(precision, [p.value for p in Precision], "--precision")],
+        calibration=calibration, validation=validation, sign_key=sign_key,
+        inputs=[parse_input_spec(i) for i in inputs], weights=weights,
+        task=Task(task) if task else None, labels=labels.split(",") if labels else None, target=target,
+        quant=QuantOptions(QuantMode(quantization), CalibrationMethod(calibration_method), per_channel),
+        tolerance=ToleranceOverride(atol, rtol, min_agreement, max_metric_drop),
+        allow_degraded=allow_degraded, force=force, opset=opset,
+    )
+    result = _with_progress(run_convert, options, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(_summary(result), indent=2))
+        return
+    rows = []
+    for r in result.results:
+        e, v = r.entry, r.report
+        note = "int8 slower than fp32" if e.details.get("slower_than_fp32") else ""
+        rows.append([e.format, e.precision, human_size(e.size), v.max_abs_error, v.top1_agreement,
+                     v.metric_delta, e.latency.get("median_ms"), "pass" if v.passed else "FAIL", note])
+    print_table(f"{result.manifest.name} {result.manifest.version} -> {result.bundle}",
+                ["format", "precision", "size", "max err", "agreement", "metric Δ", "latency ms", "validation", "note"], rows)
+    signed = "signed" if sign_key else "unsigned (pass --sign-key to sign)"
+    click.echo(f"bundle written: {result.bundle} ({signed})")
+
+
+def _with_progress(fn, options: ConvertOptions, quiet: bool):
+    try:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    except ImportError:
+        return fn(options)
+    if quiet or not sys.stderr.isatty():
+        return fn(options, lambda msg: None if quiet else click.echo(f"... {msg}", err=True))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as progress:
+        task = progress.add_task("converting", total=None)
+        return fn(options, lambda msg: progress.update(task, description=msg))
+
+
+def _summary(result) -> dict:
+    return {
+        "bundle": str(result.bundle),
+        "name": result.manifest.name,
+        "version": result.manifest.version,
+        "signed": (result.bundle / "manifest.sig").exists(),
+        "artifacts": [
+            {"format": r.entry.format, "precision": r.entry.precision, "size": r.entry.size,
+             "max_abs_error": r.report.max_abs_error, "top1_agreement": r.report.top1_agreement,
+             "metric_delta": r.report.metric_delta, "latency_ms": r.entry.latency.get("median_ms"),
+             "passed": r.report.passed, "slower_than_fp32": bool(r.entry.details.get("slower_than_fp32"))}
+            for r in result.results
+        ],
+    }

@@ -1,0 +1,54 @@
+"""Run a session or reference function over a dataset, respecting fixed batch sizes; time it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+
+from edgeml.schema import Schema
+
+Feeds = dict[str, np.ndarray]
+RunFn = Callable[[Feeds], Feeds]
+CHUNK = 256  # samples per call for models with a dynamic batch axis
+
+
+def batch_size(schema: Schema) -> int | None:
+    """The fixed batch size, or None when every input has a dynamic batch axis."""
+    fixed = {s.shape[0] for s in schema.inputs if s.shape and s.shape[0] is not None}
+    return min(fixed) if fixed else None
+
+
+def run_all(fn: RunFn, feeds: Feeds, schema: Schema) -> Feeds:
+    n = len(next(iter(feeds.values())))
+    step = batch_size(schema) or CHUNK
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, step):
+        chunk = {k: v[start:start + step] for k, v in feeds.items()}
+        real = len(next(iter(chunk.values())))
+        if batch_size(schema) and real < step:  # pad a short last chunk for fixed-batch models
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], step - real, axis=0)]) for k, v in chunk.items()}
+        for name, value in fn(chunk).items():
+            parts.setdefault(name, []).append(np.asarray(value)[:real])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def measure_latency(fn: RunFn, sample: Feeds, runs: int = 50, warmup: int = 5) -> dict[str, float | int]:
+    """Median and p90 wall time of one call on `sample` (single-sample batch), in milliseconds."""
+    for _ in range(warmup):
+        fn(sample)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(sample)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times), 4),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 4),
+        "runs": runs,
+        "batch": len(next(iter(sample.values()))),
+        "threads": 1,
+    }
