@@ -100,6 +100,7 @@ class ConvertOptions:
     force: bool = False
     opset: int = 17
     latency_runs: int = 50
+    max_accuracy_drop: float | None = None  # OpenVINO int8: NNCF accuracy-controlled quantization (needs labels)
 
     def tolerance_for(self, precision: Precision) -> Tolerance:
         return self.tolerance.apply(DEFAULT_TOLERANCES[precision])

@@ -4,6 +4,7 @@ artifact on the backend that will run it, and commit a signed bundle atomically.
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from edgeml import signing
 from edgeml.bundle import BundleBuilder
 from edgeml.errors import DataError, UnsupportedModelError, UsageError, ValidationFailed
 from edgeml.manifest import SAMPLES_NAME, ArtifactEntry, Manifest
+from edgeml.schema import Schema, TensorSpec
 from edgeml.runtime.backends import BackendOptions, get_backend
 
 from .data import Dataset, load_dataset, synthetic_dataset
@@ -64,15 +66,15 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
     step("running the source model on the validation data")
     reference = run_all(source.reference, validation.feeds, source.schema)
     results: list[ArtifactResult] = []
-    with BundleBuilder(options.out, force=options.force) as builder:
-        ctx = ExportContext(source, options, calibration, builder.root)
+    with tempfile.TemporaryDirectory(prefix="edgeml-convert-") as scratch, BundleBuilder(options.out, force=options.force) as builder:
+        ctx = ExportContext(source, options, calibration, builder.root, validation, Path(scratch))
         for exp in exporters:
             for precision in options.precisions:
                 step(f"exporting {exp.format}/{precision.value}")
                 artifact = exp.export(ctx, precision)
                 step(f"validating {exp.format}/{precision.value} on {exp.backend}")
                 session = get_backend(exp.backend).load(builder.root / artifact.path, BackendOptions(threads=1, precision=precision.value))
-                actual = run_all(session.run, validation.feeds, source.schema)
+                actual = run_all(session.run, validation.feeds, _artifact_schema(source.schema, artifact.details))
                 report = validate(reference, actual, source.comparable_outputs, info,
                                   options.tolerance_for(precision), validation.labels, validation.source)
                 sample = {k: v[:1] for k, v in validation.feeds.items()}
@@ -112,6 +114,15 @@ def _source_kind_hint(source: str) -> str:
     from .sources import loaders
 
     return next((l.name for l in loaders() if l.matches(source)), "unknown")
+
+
+def _artifact_schema(schema: Schema, details: dict) -> Schema:
+    """The source schema, with the batch axis pinned when the artifact records a fixed batch."""
+    fixed = details.get("fixed_batch")
+    if not fixed:
+        return schema
+    inputs = [TensorSpec(s.name, s.dtype, [fixed, *s.shape[1:]], s.feature_names) for s in schema.inputs]
+    return Schema(inputs=inputs, outputs=schema.outputs)
 
 
 def _refuse_if(fmt: str, precision: Precision, reason: str | None) -> None:

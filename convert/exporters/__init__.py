@@ -10,6 +10,8 @@ from .base import ExportContext, ExportedArtifact, Exporter
 
 EXPORTER_MODULES: dict[str, str] = {
     "onnx": "edgeml.convert.exporters.onnx",
+    "tflite": "edgeml.convert.exporters.tflite",
+    "openvino": "edgeml.convert.exporters.openvino",
 }
 
 

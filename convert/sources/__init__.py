@@ -14,6 +14,7 @@ LOADER_MODULES: dict[str, str] = {
     "onnx": "edgeml.convert.sources.onnx_file",
     "pytorch": "edgeml.convert.sources.pytorch",
     "sklearn": "edgeml.convert.sources.sklearn",
+    "keras": "edgeml.convert.sources.keras",
 }
 
 

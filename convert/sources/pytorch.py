@@ -13,6 +13,7 @@ import logging
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ class PyTorchLoader:
 
 def _load_exported(torch: Any, source: str, options: ConvertOptions):
     path = _existing(source)
+    if not zipfile.is_zipfile(path):
+        raise SourceError(f"{path} is not a readable torch.export ExportedProgram: not a .pt2 archive (save one with torch.export.save)")
+    logging.getLogger("torch.export").setLevel(logging.ERROR)  # it logs its own traceback before raising
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # torch raises many types for corrupt archives
@@ -191,8 +195,9 @@ def _existing(path_text: str) -> Path:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    """The gist of a framework error on one line: its first two non-empty lines."""
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (" ".join(text[:2]) if text else type(exc).__name__)[:300]
 
 
 LOADER = PyTorchLoader()

@@ -1,0 +1,111 @@
+"""TFLite/LiteRT artifacts through the TF Lite converter, from a SavedModel of the source.
+
+ONNX graphs reach TensorFlow through onnx2tf (inputs kept in the source's layout, batch axis kept
+dynamic); Keras/SavedModel sources go straight from TF. fp16 stores float16 weights; int8 is
+full-integer (int8 weights and activations, float32 inputs/outputs) when --calibration is given and
+dynamic-range (int8 weights) otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from edgeml.errors import ConversionError, UnsupportedModelError
+
+from .. import tf_graph
+from ..quiet import silenced
+from ..options import Precision
+from ..quantize.calibration import checked_samples, one_by_one
+from ..sources.base import SourceModel
+from .base import ExportContext, ExportedArtifact
+
+Configure = Callable[[Any, Any, ExportContext], dict[str, Any]]  # (tf, converter, ctx) -> details
+
+
+def _fp32(tf: Any, converter: Any, ctx: ExportContext) -> dict[str, Any]:
+    return {}
+
+
+def _fp16(tf: Any, converter: Any, ctx: ExportContext) -> dict[str, Any]:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return {"weights": "float16", "io_dtype": "float32"}
+
+
+def _int8(tf: Any, converter: Any, ctx: ExportContext) -> dict[str, Any]:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if ctx.calibration is None:
+        return {"quantization": "dynamic_range", "weights": "int8", "activations": "float32",
+                "note": "pass --calibration for full-integer int8"}
+    n = checked_samples(ctx.calibration.feeds, "tflite full-integer int8")
+    samples = one_by_one(ctx.calibration.feeds)
+    converter.representative_dataset = lambda: iter(samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return {"quantization": "full_integer", "weights": "int8", "activations": "int8", "io_dtype": "float32",
+            "calibration_samples": n}
+
+
+PRECISIONS: dict[Precision, Configure] = {Precision.FP32: _fp32, Precision.FP16: _fp16, Precision.INT8: _int8}
+
+
+class TFLiteExporter:
+    format = "tflite"
+    backend = "litert"
+    description = "TFLite flatbuffer, run by the LiteRT interpreter (ai-edge-litert)"
+    extra = "convert"
+
+    def support(self, source_kind: str, precision: Precision) -> str | None:
+        if precision not in PRECISIONS:
+            return f"tflite has no {precision.value} export"
+        return None
+
+    def check(self, source: SourceModel, precision: Precision) -> str | None:
+        if source.kind in tf_graph.TF_NATIVE_KINDS:
+            return None
+        bad = tf_graph.onnx2tf_unsupported(source.onnx_model)
+        if bad:
+            return (f"the graph uses {', '.join(bad)}, which tflite cannot express "
+                    "(scikit-learn trees, SVMs and linear models compile to ai.onnx.ml operators); "
+                    "supported here: neural models (PyTorch, Keras, MLPs) and ONNX graphs of standard operators")
+        return None
+
+    def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
+        tf = tf_graph.quiet_tensorflow()
+        assert ctx.scratch is not None, "the pipeline provides a scratch directory"
+        saved = tf_graph.saved_model(ctx.source, ctx.scratch, ctx.cache)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[tf_graph.SIGNATURE])
+        details = {"converter": "onnx2tf + TFLiteConverter" if ctx.source.kind not in tf_graph.TF_NATIVE_KINDS
+                   else "TFLiteConverter", "layout": "as source"}
+        details.update(PRECISIONS[precision](tf, converter, ctx))
+        try:
+            with silenced():
+                flatbuffer = converter.convert()
+        except Exception as exc:
+            raise _conversion_error(exc, precision) from None
+        rel = f"artifacts/model.{precision.value}.tflite"
+        path = ctx.bundle_root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(flatbuffer)
+        details.update(_batch_details(ctx.source))
+        return ExportedArtifact(self.format, precision, self.backend, rel, rel, details)
+
+
+def _batch_details(source: SourceModel) -> dict[str, Any]:
+    fixed = {s.shape[0] for s in source.schema.inputs if s.shape and s.shape[0] is not None}
+    return {"fixed_batch": min(fixed)} if fixed else {"dynamic_batch": True}
+
+
+def _conversion_error(exc: Exception, precision: Precision) -> Exception:
+    text = str(exc)
+    for line in text.splitlines():
+        if "not supported" in line.lower() or "failed to legalize" in line.lower():
+            op = line.strip()[:200]
+            if precision == Precision.INT8:
+                return UnsupportedModelError(f"tflite full-integer int8 cannot express an operator ({op}); "
+                                             "drop --calibration for dynamic-range int8, or use --to onnx/openvino")
+            return UnsupportedModelError(f"tflite cannot express an operator of this model ({op})")
+    first = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+    return ConversionError(f"the TFLite converter failed at {precision.value}: {first}")
+
+
+EXPORTER = TFLiteExporter()
