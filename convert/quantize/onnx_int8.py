@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,9 @@ def quantize(model: Any, options: QuantOptions, calibration: dict[str, np.ndarra
         src = save(model, Path(tmp) / "fp32.onnx")
         pre = Path(tmp) / "pre.onnx"
         try:
-            q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            # chdir: ORT's symbolic shape inference drops a temp file into the cwd when it gives up.
+            with contextlib.chdir(tmp):
+                q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
             preprocessed = True
         except Exception:  # pre-processing is an optimisation; some graphs defeat its shape inference
             pre, preprocessed = src, False
