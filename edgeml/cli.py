@@ -18,11 +18,15 @@ COMMANDS: dict[str, str] = {
     "convert": "edgeml.convert.cli:convert",
     "inspect": "edgeml.inspect_cli:inspect_bundle",
     "keys": "edgeml.keys_cli:keys",
+    "predict": "edgeml.runtime.cli_predict:predict",
+    "serve": "edgeml.runtime.cli_serve:serve",
 }
 SHORT_HELP: dict[str, str] = {
     "convert": "Convert a model into a validated, signed bundle.",
     "inspect": "Verify a bundle's signature and hashes and print its summary.",
     "keys": "Generate and manage signing keys.",
+    "predict": "Run a bundle on inputs from a .npz, .csv or .json file.",
+    "serve": "Serve a bundle over the Open Inference Protocol (KServe v2 REST) with /metrics.",
 }
 
 

@@ -1,0 +1,357 @@
+"""The HTTP layer of `edgeml serve`: standard-library servers (TCP or Unix socket) and one handler.
+
+Keep-alive HTTP/1.1, one write per response, TCP_NODELAY: a request on loopback costs tens of
+microseconds beyond the model. Client mistakes are answered 4xx with `{"error": "..."}` and counted;
+the daemon never crashes on a request and answers 500 only for its own faults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edgeml.errors import DataError, EdgeMLError, UsageError
+
+from ..metrics import ServerMetrics
+from .holder import ModelHolder
+from .protocol import ProtocolError, dumps, server_metadata
+
+JSON = "application/json"
+_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 411: "length_required",
+            413: "too_large", 429: "overloaded", 500: "internal", 503: "unavailable"}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_inflight: int = 64  # inference requests running or waiting at once; more are answered 429
+    max_connections: int = 256  # open client connections; more are answered 503 and closed
+    idle_timeout: float = 60.0  # seconds a keep-alive connection may sit idle
+
+
+class ServerState:
+    """What the handler threads share: the holder, metrics, limits and the in-flight count."""
+
+    def __init__(self, holder: ModelHolder, metrics: ServerMetrics, limits: ServerLimits) -> None:
+        self.holder = holder
+        self.metrics = metrics
+        self.limits = limits
+        self.slots = threading.BoundedSemaphore(limits.max_inflight)
+        self.server_metadata = dumps(server_metadata())
+        self._active = 0
+        self._active_lock = threading.Condition()
+        self.draining = False
+
+    def enter(self) -> None:
+        with self._active_lock:
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+            if self._active == 0:
+                self._active_lock.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being handled; False when `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._active_lock:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._active_lock.wait(left)
+        return True
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "edgeml"
+    state: ServerState  # set on the subclass made for each server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.state.limits.idle_timeout)
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass  # no access log on a device; /metrics counts requests
+
+    def address_string(self) -> str:
+        return str(self.client_address[0]) if isinstance(self.client_address, tuple) else "unix"
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def _dispatch(self, method: str) -> None:
+        state = self.state
+        state.enter()
+        start = time.perf_counter()
+        self._endpoint = "unknown"
+        try:
+            try:
+                status, body, ctype, error = self._route(method)
+            except ProtocolError as exc:
+                status, body, ctype, error = exc.status, dumps({"error": exc.message}), JSON, True
+            except Exception as exc:  # a fault of the daemon, not of the client
+                print(f"edgeml serve: internal error on {method} {self.path}:\n{traceback.format_exc()}", file=sys.stderr)
+                status, body, ctype, error = 500, dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}), JSON, True
+            # Counted before the reply is written, so a client that got its answer sees it in /metrics.
+            m, endpoint = state.metrics, self._endpoint
+            m.requests.inc(endpoint=endpoint, code=str(status))
+            if error:
+                m.errors.inc(endpoint=endpoint, reason=_REASONS.get(status, str(status)))
+            m.duration.observe(time.perf_counter() - start, endpoint=endpoint)
+            self._reply(status, body, ctype, head=method == "HEAD")
+        finally:
+            state.leave()
+
+    def _route(self, method: str) -> tuple[int, bytes, str, bool]:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v2", "models"] and len(parts) >= 3:
+            return self._model_route(method, parts[2:])
+        endpoint, get = {
+            "/v2/health/live": ("live", self._live),
+            "/v2/health/ready": ("ready", self._ready),
+            "/v2": ("server_metadata", self._server_metadata),
+            "/metrics": ("metrics", self._metrics),
+        }.get(path, ("unknown", None))
+        if get is None:
+            self._discard_body()
+            raise ProtocolError(404, f"no endpoint {path}; see /v2 (Open Inference Protocol) and /metrics")
+        self._endpoint = endpoint
+        self._only(method, "GET", endpoint)
+        return get()
+
+    def _model_route(self, method: str, rest: list[str]) -> tuple[int, bytes, str, bool]:
+        name, rest = rest[0], rest[1:]
+        version = None
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2:
+                raise ProtocolError(404, "a model version is missing after /versions/")
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if rest else ""
+        endpoint = {"": "model_metadata", "ready": "model_ready", "infer": "infer"}.get(action) if len(rest) <= 1 else None
+        if endpoint is None:
+            self._discard_body()
+            raise ProtocolError(404, f"no endpoint {self.path}; use /v2/models/{name}[/versions/V][/ready|/infer]")
+        self._endpoint = endpoint
+        self._only(method, "POST" if endpoint == "infer" else "GET", endpoint)
+        served = self.state.holder.current  # read once: a concurrent swap does not affect this request
+        if endpoint == "infer":
+            body = self._read_body()  # read before answering, so the connection stays usable
+        if served is None or served.model.info.name != name:
+            have = f"this server serves {served.model.info.name!r}" if served else "no model is loaded yet"
+            raise ProtocolError(404, f"model {name!r} not found; {have}")
+        if version is not None and version != served.model.info.version:
+            raise ProtocolError(404, f"model {name!r} has no version {version!r}; serving version {served.model.info.version!r}")
+        if endpoint == "model_metadata":
+            return 200, served.metadata, JSON, False
+        if endpoint == "model_ready":
+            return 200, served.ready_body, JSON, False
+        return 200, self._infer(served, body), JSON, False
+
+    def _infer(self, served, body: bytes) -> bytes:
+        state = self.state
+        if not state.slots.acquire(blocking=False):
+            raise ProtocolError(429, f"server busy: {state.limits.max_inflight} inference requests in flight; retry later")
+        try:
+            feeds, names, request_id = served.codec.decode(body)
+            t0 = time.perf_counter()
+            try:
+                outputs = served.run(feeds)
+            except (DataError, UsageError) as exc:
+                raise ProtocolError(400, exc.message) from None
+            except EdgeMLError as exc:  # the backend failed on checked inputs: not the client's fault
+                raise ProtocolError(500, exc.message) from None
+            state.metrics.inference.observe(time.perf_counter() - t0)
+            return served.codec.encode(outputs, names, request_id)
+        finally:
+            state.slots.release()
+
+    # -- simple endpoints -------------------------------------------------------------------------
+
+    def _live(self) -> tuple[int, bytes, str, bool]:
+        return 200, b'{"live":true}', JSON, False
+
+    def _ready(self) -> tuple[int, bytes, str, bool]:
+        # The protocol: 200 means ready, a 4xx status means not ready.
+        if self.state.holder.current is None or self.state.draining:
+            return 400, b'{"ready":false}', JSON, False
+        return 200, b'{"ready":true}', JSON, False
+
+    def _server_metadata(self) -> tuple[int, bytes, str, bool]:
+        return 200, self.state.server_metadata, JSON, False
+
+    def _metrics(self) -> tuple[int, bytes, str, bool]:
+        return 200, self.state.metrics.render(), ServerMetrics.CONTENT_TYPE, False
+
+    # -- bodies -----------------------------------------------------------------------------------
+
+    def _only(self, method: str, allowed: str, endpoint: str) -> None:
+        if method != allowed and not (method == "HEAD" and allowed == "GET"):
+            self._discard_body()
+            raise ProtocolError(405, f"{endpoint} takes {allowed}, not {method}")
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise ProtocolError(411, "send the request body with a Content-Length (chunked bodies are not accepted)")
+        length = self._content_length()
+        limit = self.state.limits.max_body_bytes
+        if length > limit:
+            self.close_connection = True  # the body stays unread
+            raise ProtocolError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes (--max-body-mb)")
+        return self.rfile.read(length) if length else b""
+
+    def _discard_body(self) -> None:
+        length = self._content_length() if "Content-Length" in self.headers else 0
+        if 0 < length <= self.state.limits.max_body_bytes:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    def _content_length(self) -> int:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            self.close_connection = True
+            raise ProtocolError(400, "Content-Length is not a number") from None
+        if length < 0:
+            self.close_connection = True
+            raise ProtocolError(400, "Content-Length is negative")
+        return length
+
+    def _reply(self, status: int, body: bytes, ctype: str, head: bool = False) -> None:
+        phrase = HTTPStatus(status).phrase
+        connection = "close" if self.close_connection or self.state.draining else "keep-alive"
+        if connection == "close":
+            self.close_connection = True
+        header = (f"HTTP/1.1 {status} {phrase}\r\nServer: edgeml\r\nContent-Type: {ctype}\r\n"
+                  f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n").encode()
+        self.wfile.write(header if head else header + body)
+
+
+class _Limited:
+    """Mixin: refuse connections beyond `max_connections` with a 503 instead of spawning a thread."""
+
+    state: ServerState
+    _connections = 0
+
+    def process_request(self, request, client_address) -> None:
+        with self._conn_lock:
+            if self._connections >= self.state.limits.max_connections:
+                full = True
+            else:
+                full = False
+                self._connections += 1
+        if full:
+            _refuse(request, self.state)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._conn_lock:
+                self._connections -= 1
+
+
+def _refuse(sock: socket.socket, state: ServerState) -> None:
+    body = dumps({"error": f"too many connections (limit {state.limits.max_connections}); retry later"})
+    try:
+        sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    except OSError:
+        pass
+    state.metrics.requests.inc(endpoint="unknown", code="503")
+    state.metrics.errors.inc(endpoint="unknown", reason="unavailable")
+
+
+class TCPServer(_Limited, ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], state: ServerState) -> None:
+        self.state = state
+        self._conn_lock = threading.Lock()
+        handler = type("BoundHandler", (Handler,), {"state": state})
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+
+class UnixServer(_Limited, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, path: str, state: ServerState) -> None:
+        self.state = state
+        self._conn_lock = threading.Lock()
+        _remove_stale_socket(path)
+        handler = type("BoundHandler", (Handler,), {"state": state})
+        super().__init__(path, handler)
+
+    @property
+    def url(self) -> str:
+        return f"unix:{self.server_address}"
+
+    def server_close(self) -> None:
+        super().server_close()
+        try:
+            os.unlink(self.server_address)
+        except OSError:
+            pass
+
+
+def _remove_stale_socket(path: str) -> None:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise EdgeMLError(f"--unix-socket {path} exists and is not a socket; choose another path")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: left over from a crash
+        return
+    finally:
+        probe.close()
+    raise EdgeMLError(f"--unix-socket {path} is in use by another server")

@@ -1,0 +1,273 @@
+"""The serving daemon over real HTTP on a free port: Open Inference Protocol, errors, metrics, swap."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from edgeml.runtime import load
+from edgeml.runtime.batching import BatchOptions
+from edgeml.runtime.server import Daemon, ModelHolder, ServeConfig, ServerLimits
+from runtime_fixtures import N_FEATURES, Client, bundles, copy_bundle, edit_manifest, infer_body, samples
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return load(bundles().mlp, precision="fp32", threads=1)
+
+
+@pytest.fixture(scope="module")
+def tabular():
+    return load(bundles().tabular, threads=1)
+
+
+@pytest.fixture()
+def serve():
+    """Start a daemon on a free port with the given models' holder; stop it after the test."""
+    started: list[Daemon] = []
+
+    def start(model=None, **config) -> tuple[Daemon, Client]:
+        daemon = Daemon(ServeConfig(port=0, **config))
+        if model is not None:
+            daemon.holder.swap(model)
+        started.append(daemon.start())
+        return daemon, Client(daemon.url)
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def _x(n: int = 3) -> np.ndarray:
+    return samples(bundles().mlp)[0]["input"][:n]
+
+
+# -- health and metadata -------------------------------------------------------------------------
+
+def test_health_and_metadata_follow_the_protocol(serve, mlp):
+    _, client = serve(mlp)
+    assert client.get("/v2/health/live") == (200, {"live": True})
+    assert client.get("/v2/health/ready") == (200, {"ready": True})
+    status, meta = client.get("/v2")
+    assert status == 200 and meta["name"] == "edgeml" and isinstance(meta["extensions"], list) and meta["version"]
+    status, model = client.get("/v2/models/mlp")
+    assert status == 200
+    assert model == {
+        "name": "mlp", "versions": ["1.0"], "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, N_FEATURES]}],
+        "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
+    }
+    assert client.get("/v2/models/mlp/versions/1.0") == (200, model)
+    assert client.get("/v2/models/mlp/ready") == (200, {"name": "mlp", "ready": True})
+    assert client.get("/v2/models/mlp/versions/1.0/ready")[0] == 200
+
+
+def test_daemon_without_a_model_is_live_but_not_ready(serve, mlp):
+    daemon, client = serve(None)
+    assert client.get("/v2/health/live") == (200, {"live": True})
+    assert client.get("/v2/health/ready") == (400, {"ready": False})
+    status, body = client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))
+    assert status == 404 and "no model is loaded" in body["error"]
+    daemon.holder.swap(mlp)
+    assert client.get("/v2/health/ready") == (200, {"ready": True})
+    assert client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))[0] == 200
+
+
+# -- inference -----------------------------------------------------------------------------------
+
+def test_infer_returns_row_major_outputs_and_echoes_the_id(serve, mlp):
+    _, client = serve(mlp)
+    x = _x(3)
+    status, body = client.post("/v2/models/mlp/infer", infer_body({"input": x}, request_id="req-7"))
+    assert status == 200
+    assert body["model_name"] == "mlp" and body["model_version"] == "1.0" and body["id"] == "req-7"
+    expected = mlp.predict(x)
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["label"]["datatype"] == "INT64" and outputs["label"]["shape"] == [3]
+    assert outputs["label"]["data"] == expected["label"].tolist()
+    assert outputs["probabilities"]["datatype"] == "FP32" and outputs["probabilities"]["shape"] == [3, 2]
+    np.testing.assert_allclose(outputs["probabilities"]["data"], expected["probabilities"].reshape(-1), rtol=1e-6)
+
+
+def test_infer_honours_requested_outputs_and_nested_data(serve, mlp):
+    _, client = serve(mlp)
+    x = _x(2)
+    body = {"inputs": [{"name": "input", "shape": [2, N_FEATURES], "datatype": "FP64", "data": x.astype(float).tolist()}],
+            "outputs": [{"name": "probabilities"}]}
+    status, response = client.post("/v2/models/mlp/versions/1.0/infer", body)
+    assert status == 200
+    assert [o["name"] for o in response["outputs"]] == ["probabilities"]
+    assert "id" not in response
+
+
+def test_infer_with_a_bytes_input_for_a_string_column(serve, tabular):
+    _, client = serve(tabular)
+    inputs, reference = samples(bundles().tabular)
+    body = infer_body(inputs)
+    assert {t["name"]: t["datatype"] for t in body["inputs"]}["city"] == "BYTES"
+    status, response = client.post("/v2/models/tabular/infer", body)
+    assert status == 200, response
+    label = next(o for o in response["outputs"] if o["name"] == "label")
+    assert label["data"] == reference["label"].tolist()
+
+
+# -- client mistakes: 4xx with {"error": ...}, the daemon keeps serving, /metrics counts them ------
+
+BAD_REQUESTS = [
+    ("malformed JSON", "/v2/models/mlp/infer", b'{"inputs": [', 400, "not valid JSON"),
+    ("unknown model", "/v2/models/nope/infer", None, 404, "model 'nope' not found"),
+    ("unknown version", "/v2/models/mlp/versions/9/infer", None, 404, "no version '9'"),
+    ("missing input", "/v2/models/mlp/infer", {"inputs": [{"name": "other", "shape": [1], "datatype": "FP32", "data": [1]}]}, 400, "missing input(s) 'input'"),
+    ("extra input", "/v2/models/mlp/infer", "extra", 400, "unknown input(s) 'more'"),
+    ("wrong shape", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, 400, "expects shape [?, 16]"),
+    ("shape and data disagree", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [1, 2]}]}, 400, "holds 16 elements but data has 2"),
+    ("wrong datatype", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "BYTES", "data": ["a"] * 16}]}, 400, "datatype BYTES cannot feed the model's FP32"),
+    ("unknown datatype", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FLOAT", "data": [0] * 16}]}, 400, "unknown datatype 'FLOAT'"),
+    ("unknown output", "/v2/models/mlp/infer", "bad-output", 400, "unknown output(s) 'scores'"),
+    ("no inputs", "/v2/models/mlp/infer", {"id": "x"}, 400, "non-empty \"inputs\""),
+]
+
+
+@pytest.mark.parametrize("what,path,payload,status,message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_4xx_json_errors_and_the_daemon_keeps_serving(serve, mlp, what, path, payload, status, message):
+    daemon, client = serve(mlp)
+    good = infer_body({"input": _x(1)})
+    if payload == "extra":
+        payload = {"inputs": good["inputs"] + [{"name": "more", "shape": [1], "datatype": "FP32", "data": [1]}]}
+    elif payload == "bad-output":
+        payload = {**good, "outputs": [{"name": "scores"}]}
+    elif payload is None:
+        payload = good
+    raw = payload if isinstance(payload, bytes) else None
+    got_status, body = client.post(path, None if raw else payload, raw=raw)
+    assert got_status == status
+    assert set(body) == {"error"} and message in body["error"]
+    assert client.post("/v2/models/mlp/infer", good)[0] == 200  # same connection, still serving
+    assert daemon.metrics.errors.value(endpoint="infer", reason="bad_request" if status == 400 else "not_found") == 1
+
+
+def test_oversized_body_is_413_and_wrong_method_405(serve, mlp):
+    _, client = serve(mlp, limits=ServerLimits(max_body_bytes=1000))
+    big = infer_body({"input": np.zeros((50, N_FEATURES), np.float32)})
+    status, body = client.post("/v2/models/mlp/infer", big)
+    assert status == 413 and "exceeds the limit of 1000 bytes" in body["error"]
+    status, body = client.get("/v2/models/mlp/infer")
+    assert status == 405 and "POST" in body["error"]
+    status, body = client.get("/v3/anything")
+    assert status == 404 and "error" in body
+    assert client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))[0] == 200
+
+
+def test_requests_beyond_the_inflight_limit_get_429(serve, mlp):
+    daemon, client = serve(mlp, limits=ServerLimits(max_inflight=1))
+    daemon.state.slots.acquire()  # one inference "in flight"
+    try:
+        status, body = client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))
+    finally:
+        daemon.state.slots.release()
+    assert status == 429 and "busy" in body["error"]
+    assert client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))[0] == 200
+
+
+def test_connections_beyond_the_limit_get_503(serve, mlp):
+    daemon, first = serve(mlp, limits=ServerLimits(max_connections=1))
+    assert first.get("/v2/health/live")[0] == 200  # holds the only connection (keep-alive)
+    second = Client(daemon.url)
+    status, body = second.get("/v2/health/live")
+    assert status == 503 and "too many connections" in body["error"]
+    second.close()
+    first.close()
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+def test_metrics_are_prometheus_text_with_counts_errors_latency_and_model_info(serve, mlp):
+    _, client = serve(mlp)
+    for _ in range(3):
+        assert client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))[0] == 200
+    assert client.post("/v2/models/mlp/infer", raw=b"nope")[0] == 400
+    status, text = client.get("/metrics")
+    assert status == 200
+    lines = text.splitlines()
+    assert 'edgeml_requests_total{endpoint="infer",code="200"} 3' in lines
+    assert 'edgeml_requests_total{endpoint="infer",code="400"} 1' in lines
+    assert 'edgeml_request_errors_total{endpoint="infer",reason="bad_request"} 1' in lines
+    assert "# TYPE edgeml_request_duration_seconds histogram" in lines
+    assert 'edgeml_request_duration_seconds_count{endpoint="infer"} 4' in lines
+    assert 'edgeml_request_duration_seconds_bucket{endpoint="infer",le="+Inf"} 4' in lines
+    assert 'edgeml_model_info{model="mlp",version="1.0",backend="onnxruntime",format="onnx",precision="fp32"} 1' in lines
+    assert "edgeml_model_ready 1" in lines
+
+
+# -- swap, batching, unix socket -----------------------------------------------------------------
+
+def test_swap_under_concurrent_requests_fails_no_request(serve, mlp, tmp_path):
+    v2_bundle = copy_bundle(bundles().mlp, tmp_path, "mlp-2.0")
+    edit_manifest(v2_bundle, lambda m: m.update(version="2.0"))
+    v2 = load(v2_bundle, precision="fp32", threads=1)
+    daemon, _ = serve(mlp)
+    body = infer_body({"input": _x(2)})
+    stop = threading.Event()
+
+    def hammer() -> tuple[list[int], set[str]]:
+        client, statuses, versions = Client(daemon.url), [], set()
+        while not stop.is_set():
+            status, response = client.post("/v2/models/mlp/infer", body)
+            statuses.append(status)
+            versions.add(response.get("model_version", "?"))
+        client.close()
+        return statuses, versions
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(hammer) for _ in range(4)]
+        for i in range(30):
+            daemon.holder.swap(v2 if i % 2 == 0 else mlp)
+        stop.set()
+        results = [f.result(timeout=30) for f in futures]
+    statuses = [s for r in results for s in r[0]]
+    assert statuses and set(statuses) == {200}
+    assert set().union(*(r[1] for r in results)) <= {"1.0", "2.0"}
+    assert daemon.metrics.swaps.value() == 31
+
+
+def test_micro_batching_gives_each_caller_its_own_rows(serve):
+    model = load(bundles().mlp, precision="fp32", threads=1)
+    daemon, _ = serve(model, batch=BatchOptions(max_batch=16, max_delay_ms=5))
+    x = samples(bundles().mlp)[0]["input"]
+
+    def one(i: int) -> tuple[int, list]:
+        client = Client(daemon.url)
+        status, response = client.post("/v2/models/mlp/infer", infer_body({"input": x[i:i + 1]}, outputs=["probabilities"]))
+        client.close()
+        return i, response["outputs"][0]["data"] if status == 200 else response
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(len(x))))
+    expected = model.predict(x)["probabilities"]
+    for i, data in results:
+        np.testing.assert_allclose(data, expected[i], rtol=1e-5)
+
+
+def test_micro_batching_is_refused_for_a_fixed_batch_model(tmp_path):
+    from edgeml.errors import UsageError
+
+    bundle = copy_bundle(bundles().mlp, tmp_path)
+    edit_manifest(bundle, lambda m: m["inputs"][0].update(shape=[1, N_FEATURES]))
+    holder = ModelHolder(BatchOptions(max_batch=4))
+    with pytest.raises(UsageError, match="dynamic batch axis"):
+        holder.swap(load(bundle, precision="fp32"))
+
+
+def test_serves_on_a_unix_socket(serve, mlp, tmp_path):
+    path = tmp_path / "edgeml.sock"
+    daemon, client = serve(mlp, unix_socket=str(path))
+    assert daemon.url == f"unix:{path}"
+    assert client.get("/v2/health/ready") == (200, {"ready": True})
+    assert client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))[0] == 200
+    client.close()
+    daemon.stop()
+    assert not path.exists()
