@@ -24,11 +24,23 @@ def _csv_choice(value: str, allowed: list[str], option: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _list_formats(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .compat import grid
+
+    columns, rows = grid()
+    print_table("edgeml convert: source kind x format x precision", columns, rows)
+    ctx.exit(0)
+
+
 @click.command("convert")
 @click.argument("source")
+@click.option("--list-formats", is_flag=True, is_eager=True, expose_value=False, callback=_list_formats,
+              help="Print which source kinds convert to which format and precision, and exit.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle directory to create [default: ./NAME-VERSION].")
-@click.option("--name", required=True, help="Model name (letters, digits, . _ -).")
-@click.option("--version", "version", required=True, help="Model version, e.g. 1.0.0.")
+@click.option("--name", help="Model name (letters, digits, . _ -) [required; for an `edgeml train` run: the run's name].")
+@click.option("--version", "version", help="Model version, e.g. 1.0.0 [required; for an `edgeml train` run: its run id].")
 @click.option("--to", "formats", default="onnx", show_default=True, help=f"Target formats, comma-separated: {', '.join(format_names())}.")
 @click.option("--precision", default="fp32", show_default=True, help="Precisions, comma-separated: fp32, fp16, int8.")
 @click.option("--calibration", type=click.Path(path_type=Path), help="Calibration data (.npz keyed by input name, or .csv).")
@@ -46,6 +58,7 @@ def _csv_choice(value: str, allowed: list[str], option: str) -> list[str]:
 @click.option("--rtol", type=float, help="Override the relative tolerance (times max |source output|).")
 @click.option("--min-agreement", type=float, help="Override the minimum top-1 agreement with the source.")
 @click.option("--max-metric-drop", type=float, help="Override the allowed drop of accuracy / R^2.")
+@click.option("--max-accuracy-drop", type=float, help="OpenVINO int8: NNCF accuracy-controlled quantization keeping accuracy within this absolute drop (needs labels in the validation data).")
 @click.option("--allow-degraded", is_flag=True, help="Keep artifacts that fail validation (marked failed in the manifest).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset for exported graphs.")
@@ -55,8 +68,8 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
             inputs: tuple[str, ...], weights: Path | None, task: str | None, labels: str | None,
             quantization: str, calibration_method: str, per_channel: bool, atol: float | None,
             rtol: float | None, min_agreement: float | None, max_metric_drop: float | None,
-            allow_degraded: bool, force: bool, opset: int, as_json: bool) -> None:
-    """Convert SOURCE (PyTorch, scikit-learn or ONNX) into a validated, signed, versioned bundle.
+            max_accuracy_drop: float | None, allow_degraded: bool, force: bool, opset: int, as_json: bool) -> None:
+    """Convert SOURCE (PyTorch, scikit-learn, Keras/SavedModel or ONNX) into a validated, signed, versioned bundle.
 
     Every artifact is run on the backend a device will use and compared with the source model;
     nothing is written unless all pass (or --allow-degraded). Pickled scikit-learn files execute
@@ -64,6 +77,7 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
     """
     from .pipeline import convert as run_convert
 
+    name, version = _name_and_version(source, name, version)
     options = ConvertOptions(
         source=source, out=out or Path(f"{name}-{version}"), name=name, version=version,
         formats=_csv_choice(formats, format_names(), "--to"),
@@ -73,7 +87,7 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
         task=Task(task) if task else None, labels=labels.split(",") if labels else None, target=target,
         quant=QuantOptions(QuantMode(quantization), CalibrationMethod(calibration_method), per_channel),
         tolerance=ToleranceOverride(atol, rtol, min_agreement, max_metric_drop),
-        allow_degraded=allow_degraded, force=force, opset=opset,
+        allow_degraded=allow_degraded, force=force, opset=opset, max_accuracy_drop=max_accuracy_drop,
     )
     result = _with_progress(run_convert, options, quiet=as_json)
     if as_json:
@@ -89,6 +103,19 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
                 ["format", "precision", "size", "max err", "agreement", "metric Δ", "latency ms", "validation", "note"], rows)
     signed = "signed" if sign_key else "unsigned (pass --sign-key to sign)"
     click.echo(f"bundle written: {result.bundle} ({signed})")
+
+
+def _name_and_version(source: str, name: str | None, version: str | None) -> tuple[str, str]:
+    """--name/--version, defaulting to the run's name and run id for an `edgeml train` run directory."""
+    if name is None or version is None:
+        from .sources.run_dir import run_defaults
+
+        defaults = run_defaults(source)
+        if defaults is None:
+            missing = " and ".join(o for o, v in (("--name", name), ("--version", version)) if v is None)
+            raise UsageError(f"missing option {missing} (only an `edgeml train` run directory supplies them)")
+        name, version = name or defaults[0], version or defaults[1]
+    return name, version
 
 
 def _with_progress(fn, options: ConvertOptions, quiet: bool):

@@ -97,6 +97,7 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
             inputs=source.schema.inputs, outputs=source.schema.outputs, labels=source.labels,
             artifacts=[r.entry for r in results], samples=builder.file_entry(SAMPLES_NAME),
             reference=reference_statistics(source.schema, stats_data.feeds, stats_outputs, info, stats_data.source),
+            metrics=source.metrics,
         )
         bundle = builder.commit(manifest, sign_key)
     return ConversionResult(bundle, manifest, results)
@@ -131,9 +132,11 @@ def _refuse_if(fmt: str, precision: Precision, reason: str | None) -> None:
 
 
 def _datasets(options: ConvertOptions, source: SourceModel) -> tuple[Dataset | None, Dataset]:
-    calibration = load_dataset(options.calibration, source.schema, options.target, "calibration") if options.calibration else None
-    if options.validation:
-        return calibration, load_dataset(options.validation, source.schema, options.target, "validation")
+    cal_path, cal_target = _data_file(options.calibration, source.default_calibration, options.target, source.default_target)
+    val_path, val_target = _data_file(options.validation, source.default_validation, options.target, source.default_target)
+    calibration = load_dataset(cal_path, source.schema, cal_target, "calibration") if cal_path else None
+    if val_path:
+        return calibration, load_dataset(val_path, source.schema, val_target, "validation")
     if calibration is not None:
         n = len(calibration)
         if n < 5:
@@ -144,6 +147,13 @@ def _datasets(options: ConvertOptions, source: SourceModel) -> tuple[Dataset | N
     if synthetic is None:
         raise DataError("validation needs data for this model: pass --validation FILE or --calibration FILE (.npz or .csv)")
     return None, synthetic
+
+
+def _data_file(given: Path | None, default: Path | None, target: str | None, default_target: str | None) -> tuple[Path | None, str | None]:
+    """The data file to use and its label column: the option's, else the source's own (train runs)."""
+    if given is not None or default is None:
+        return given, target
+    return default, target or default_target
 
 
 def _flag_slow_int8(results: list[ArtifactResult]) -> None:

@@ -1,21 +1,20 @@
-"""A TensorFlow SavedModel of the source, the starting point of every TFLite/LiteRT conversion.
+"""The TensorFlow form of a source, the starting point of every TFLite/LiteRT conversion.
 
 Its `serving_default` signature takes and returns tensors named exactly like the ONNX schema, in the
 source's layout (NCHW stays NCHW), so a device feeds a `.tflite` artifact what it feeds the `.onnx`
-one. ONNX graphs go through onnx2tf; TensorFlow/Keras sources are saved straight from TF (their
-`native` object is a tf.Module whose `serve` function takes and returns the schema's named tensors).
+one. ONNX graphs go through onnx2tf; TensorFlow/Keras sources convert straight from TF (their `native`
+object is a tf.Module whose `serve` function takes and returns the schema's named tensors).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgeml.errors import ConversionError, UnsupportedModelError, require
 
+from .ml_ops import portable, remaining_ml_ops
 from .onnx_utils import op_types, save
 from .quiet import silenced
 from .sources.base import SourceModel
@@ -38,25 +37,28 @@ def onnx2tf_unsupported(model: Any) -> list[str]:
     """ONNX operators onnx2tf has no converter for (it keeps one module per operator in onnx2tf.ops)."""
     if importlib.util.find_spec("onnx2tf") is None:
         return []
-    ml = {n.op_type for n in model.graph.node if n.domain == "ai.onnx.ml"}
+    model = portable(model)
+    ml = set(remaining_ml_ops(model))
     return sorted(ml | {op for op in op_types(model) - ml if importlib.util.find_spec(f"onnx2tf.ops.{op}") is None})
 
 
-def saved_model(source: SourceModel, scratch: Path, cache: dict[str, Any]) -> Path:
-    """Build (once per conversion) and return the SavedModel directory for `source`."""
+def tflite_converter(source: SourceModel, scratch: Path, cache: dict[str, Any]) -> Any:
+    """A fresh tf.lite.TFLiteConverter for `source` (the intermediate SavedModel is built once per conversion)."""
+    tf = quiet_tensorflow()
     if "tf_saved_model" not in cache:
-        builder: Callable[[SourceModel, Path], Path] = _from_tf_function if source.kind in TF_NATIVE_KINDS else _from_onnx
-        cache["tf_saved_model"] = builder(source, scratch / "tf_saved_model")
-    return cache["tf_saved_model"]
+        build = _from_tf_module if source.kind in TF_NATIVE_KINDS else _from_onnx
+        cache["tf_saved_model"] = build(source, scratch / "tf_saved_model")
+    return tf.lite.TFLiteConverter.from_saved_model(str(cache["tf_saved_model"]), signature_keys=[SIGNATURE])
 
 
 def _from_onnx(source: SourceModel, out: Path) -> Path:
     onnx2tf = require("onnx2tf", "convert")
     quiet_tensorflow()
-    bad = onnx2tf_unsupported(source.onnx_model)
+    graph = portable(source.onnx_model)
+    bad = onnx2tf_unsupported(graph)
     if bad:
         raise UnsupportedModelError(f"tflite cannot express the ONNX operator(s) {', '.join(bad)}; use --to onnx")
-    onnx_path = save(source.onnx_model, out.parent / "source.onnx")
+    onnx_path = save(graph, out.parent / "source.onnx")
     keep_layout = [s.name for s in source.schema.inputs if len(s.shape) >= 3]
     try:
         with silenced():
@@ -75,7 +77,7 @@ def _from_onnx(source: SourceModel, out: Path) -> Path:
     return out
 
 
-def _from_tf_function(source: SourceModel, out: Path) -> Path:
+def _from_tf_module(source: SourceModel, out: Path) -> Path:
     tf = quiet_tensorflow()
     module = source.native  # a tf.Module with a `serve` tf.function (see sources/keras.py)
     try:

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeml.errors import ConversionError, DataError, UnsupportedModelError, UsageError, require
 
+from ..ml_ops import portable, remaining_ml_ops
 from ..onnx_utils import save
 from ..options import Precision
 from ..quiet import silenced
@@ -33,16 +34,17 @@ class OpenVINOExporter:
     backend = "openvino"
     description = "OpenVINO IR (model.xml + model.bin), run by OpenVINO Runtime"
     extra = "convert"
+    limits = {"sklearn": "MLP pipelines; trees, SVMs, linear models refused"}
 
     def support(self, source_kind: str, precision: Precision) -> str | None:
         return None
 
     def check(self, source: SourceModel, precision: Precision) -> str | None:
-        ml = sorted({n.op_type for n in source.onnx_model.graph.node if n.domain == "ai.onnx.ml"})
+        ml = remaining_ml_ops(portable(source.onnx_model))
         if ml:
             return (f"the graph uses ai.onnx.ml operator(s) {', '.join(ml)}, which OpenVINO cannot express "
-                    "(scikit-learn preprocessing, trees, SVMs and linear models compile to them); "
-                    "supported here: neural models (PyTorch, Keras) and ONNX graphs of standard operators")
+                    "(scikit-learn trees, SVMs and linear models compile to them); supported here: neural models "
+                    "(PyTorch, Keras, scikit-learn MLP pipelines) and ONNX graphs of standard operators")
         return None
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
@@ -64,7 +66,7 @@ class OpenVINOExporter:
 def _converted(ov: Any, ctx: ExportContext) -> Any:
     """A fresh ov.Model per precision (NNCF and compression modify the model they are given)."""
     assert ctx.scratch is not None, "the pipeline provides a scratch directory"
-    onnx_path = ctx.cache.get("openvino_onnx") or save(ctx.source.onnx_model, ctx.scratch / "openvino_source.onnx")
+    onnx_path = ctx.cache.get("openvino_onnx") or save(portable(ctx.source.onnx_model), ctx.scratch / "openvino_source.onnx")
     ctx.cache["openvino_onnx"] = onnx_path
     try:
         return ov.convert_model(str(onnx_path))

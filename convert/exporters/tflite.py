@@ -53,6 +53,7 @@ class TFLiteExporter:
     backend = "litert"
     description = "TFLite flatbuffer, run by the LiteRT interpreter (ai-edge-litert)"
     extra = "convert"
+    limits = {"sklearn": "MLP pipelines; trees, SVMs, linear models refused"}
 
     def support(self, source_kind: str, precision: Precision) -> str | None:
         if precision not in PRECISIONS:
@@ -66,14 +67,13 @@ class TFLiteExporter:
         if bad:
             return (f"the graph uses {', '.join(bad)}, which tflite cannot express "
                     "(scikit-learn trees, SVMs and linear models compile to ai.onnx.ml operators); "
-                    "supported here: neural models (PyTorch, Keras, MLPs) and ONNX graphs of standard operators")
+                    "supported here: neural models (PyTorch, Keras, scikit-learn MLP pipelines) and ONNX graphs of standard operators")
         return None
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
         tf = tf_graph.quiet_tensorflow()
         assert ctx.scratch is not None, "the pipeline provides a scratch directory"
-        saved = tf_graph.saved_model(ctx.source, ctx.scratch, ctx.cache)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[tf_graph.SIGNATURE])
+        converter = tf_graph.tflite_converter(ctx.source, ctx.scratch, ctx.cache)
         details = {"converter": "onnx2tf + TFLiteConverter" if ctx.source.kind not in tf_graph.TF_NATIVE_KINDS
                    else "TFLiteConverter", "layout": "as source"}
         details.update(PRECISIONS[precision](tf, converter, ctx))

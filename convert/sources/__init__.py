@@ -11,11 +11,15 @@ from .base import SourceLoader, SourceModel
 
 # name -> module defining LOADER; order matters (first match wins). Modules import frameworks lazily.
 LOADER_MODULES: dict[str, str] = {
+    "run": "edgeml.convert.sources.run_dir",  # an `edgeml train` run directory; hands over to sklearn/pytorch
     "onnx": "edgeml.convert.sources.onnx_file",
     "pytorch": "edgeml.convert.sources.pytorch",
     "sklearn": "edgeml.convert.sources.sklearn",
     "keras": "edgeml.convert.sources.keras",
 }
+
+# Loaders that hand the model over to another loader: not a source kind of their own (compat table).
+DELEGATING_LOADERS = frozenset({"run"})
 
 
 def loaders() -> list[SourceLoader]:

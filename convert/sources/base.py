@@ -33,6 +33,11 @@ class SourceModel:
     comparable_outputs: list[str] | None = None  # outputs the reference produces (None = all)
     details: dict[str, Any] = field(default_factory=dict)  # estimator class, export settings, ...
     native: Any = None  # the loaded framework object, for exporters that convert straight from it
+    # Set by sources that come with data (`edgeml train` runs): used when the options give none.
+    default_calibration: Path | None = None
+    default_validation: Path | None = None
+    default_target: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # training metrics for manifest.metrics
 
     def source_info(self) -> dict[str, Any]:
         info = {"kind": self.kind, "framework": self.framework, "framework_version": self.framework_version}

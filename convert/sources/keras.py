@@ -122,7 +122,9 @@ def _serving_module(tf: Any, call: Callable, specs: list[TensorSpec], out_names:
         return {n: tf.identity(o, name=n) for n, o in zip(out_names, outs)}
 
     module = tf.Module()
-    module.model = tracked  # tracked so the variables travel with a SavedModel of this module
+    module.model = tracked
+    # Keras 3 wraps tf.Variables; track the raw ones so a SavedModel of this module holds (and freezes) them.
+    module.tf_variables = [v if isinstance(v, tf.Variable) else v.value for v in getattr(tracked, "variables", [])]
     module.serve = serve
     return module
 

@@ -11,6 +11,8 @@ from .base import Backend, BackendOptions, Session
 # Each module defines BACKEND, an object following the Backend protocol.
 BACKEND_MODULES: dict[str, str] = {
     "onnxruntime": "edgeml.runtime.backends.onnxruntime",
+    "litert": "edgeml.runtime.backends.litert",
+    "openvino": "edgeml.runtime.backends.openvino",
 }
 
 _loaded: dict[str, Backend] = {}

@@ -1,0 +1,65 @@
+"""Rewrite the ai.onnx.ml operators that have exact standard-ONNX equivalents, so TFLite and OpenVINO
+can run scikit-learn neural pipelines (StandardScaler + MLP...). Trees, SVMs and linear models keep
+their ai.onnx.ml operators and stay ONNX-only.
+
+    Scaler(x; offset, scale)              -> Mul(Sub(x, offset), scale)
+    ArrayFeatureExtractor(classes, idx)   -> Gather(classes, idx, axis=0)   (classes a 1-D initializer)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .onnx_utils import onnx_module
+
+ML = "ai.onnx.ml"
+Rewrite = Callable[[Any, Any, dict[str, Any]], list[Any] | None]  # (onnx, node, initializers) -> new nodes
+
+
+def _scaler(onnx: Any, node: Any, inits: dict[str, Any]) -> list[Any]:
+    attrs = {a.name: list(a.floats) for a in node.attribute}
+    offset, scale = f"{node.name or node.output[0]}_offset", f"{node.name or node.output[0]}_scale"
+    inits[offset] = onnx.numpy_helper.from_array(np.asarray(attrs.get("offset", [0.0]), np.float32), offset)
+    inits[scale] = onnx.numpy_helper.from_array(np.asarray(attrs.get("scale", [1.0]), np.float32), scale)
+    centred = f"{node.output[0]}_centred"
+    return [onnx.helper.make_node("Sub", [node.input[0], offset], [centred]),
+            onnx.helper.make_node("Mul", [centred, scale], [node.output[0]])]
+
+
+def _array_feature_extractor(onnx: Any, node: Any, inits: dict[str, Any]) -> list[Any] | None:
+    table = inits.get(node.input[0])
+    if table is None or len(table.dims) != 1:
+        return None
+    return [onnx.helper.make_node("Gather", list(node.input), list(node.output), axis=0)]
+
+
+REWRITES: dict[str, Rewrite] = {"Scaler": _scaler, "ArrayFeatureExtractor": _array_feature_extractor}
+
+
+def remaining_ml_ops(model: Any) -> list[str]:
+    return sorted({n.op_type for n in model.graph.node if n.domain == ML})
+
+
+def portable(model: Any) -> Any:
+    """A copy of `model` with every rewritable ai.onnx.ml node replaced (the same graph when none is)."""
+    if not remaining_ml_ops(model):
+        return model
+    onnx = onnx_module()
+    model = type(model).FromString(model.SerializeToString())
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        rewrite = REWRITES.get(node.op_type) if node.domain == ML else None
+        new = rewrite(onnx, node, inits) if rewrite else None
+        nodes.extend(new if new is not None else [node])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(inits.values())
+    if not remaining_ml_ops(model):
+        kept = [o for o in model.opset_import if o.domain != ML]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return model
