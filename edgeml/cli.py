@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "keys": "edgeml.keys_cli:keys",
     "predict": "edgeml.runtime.cli_predict:predict",
     "serve": "edgeml.runtime.cli_serve:serve",
+    "train": "edgeml.train.cli:train",
+    "fleet": "edgeml.fleet.cli:fleet",
 }
 SHORT_HELP: dict[str, str] = {
     "convert": "Convert a model into a validated, signed bundle.",
@@ -27,6 +29,8 @@ SHORT_HELP: dict[str, str] = {
     "keys": "Generate and manage signing keys.",
     "predict": "Run a bundle on inputs from a .npz, .csv or .json file.",
     "serve": "Serve a bundle over the Open Inference Protocol (KServe v2 REST) with /metrics.",
+    "train": "Train a model with CV, search, evaluation and bias checks into a run directory for convert.",
+    "fleet": "Run the fleet service; push models, assign versions, watch devices.",
 }
 
 

@@ -23,8 +23,10 @@ from edgeml.errors import DataError, EdgeMLError, UsageError
 from ..metrics import ServerMetrics
 from .holder import ModelHolder
 from .protocol import ProtocolError, dumps, server_metadata
+from .request import parse_request
 
 JSON = "application/json"
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 411: "length_required",
             413: "too_large", 429: "overloaded", 500: "internal", 503: "unavailable"}
 
@@ -49,6 +51,7 @@ class ServerState:
         self._active = 0
         self._active_lock = threading.Condition()
         self.draining = False
+        self.observer = None  # optional: .observe(model, feeds, outputs, seconds) and .error(model)
 
     def enter(self) -> None:
         with self._active_lock:
@@ -82,6 +85,9 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(self.state.limits.idle_timeout)
         if self.connection.family in (socket.AF_INET, socket.AF_INET6):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def parse_request(self) -> bool:
+        return parse_request(self)  # the lean parser: the standard one costs more than an MLP inference
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass  # no access log on a device; /metrics counts requests
@@ -185,10 +191,17 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 outputs = served.run(feeds)
             except (DataError, UsageError) as exc:
+                if state.observer is not None:
+                    state.observer.error(served.model)
                 raise ProtocolError(400, exc.message) from None
             except EdgeMLError as exc:  # the backend failed on checked inputs: not the client's fault
+                if state.observer is not None:
+                    state.observer.error(served.model)
                 raise ProtocolError(500, exc.message) from None
-            state.metrics.inference.observe(time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            state.metrics.inference.observe(seconds)
+            if state.observer is not None:  # the fleet agent's telemetry (edgeml serve --fleet)
+                state.observer.observe(served.model, feeds, outputs, seconds)
             return served.codec.encode(outputs, names, request_id)
         finally:
             state.slots.release()
@@ -247,7 +260,7 @@ class Handler(BaseHTTPRequestHandler):
         return length
 
     def _reply(self, status: int, body: bytes, ctype: str, head: bool = False) -> None:
-        phrase = HTTPStatus(status).phrase
+        phrase = _PHRASES.get(status) or HTTPStatus(status).phrase
         connection = "close" if self.close_connection or self.state.draining else "keep-alive"
         if connection == "close":
             self.close_connection = True

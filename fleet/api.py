@@ -1,0 +1,157 @@
+"""The fleet's REST API (FastAPI): bearer-token auth, JSON errors, OpenAPI at /openapi.json.
+
+Manifests, signatures and blobs are readable without the token: they are content-addressed and signed,
+and devices fetch them with nothing but the desired document (decision recorded in docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from edgeml.protocol import valid_device_id
+
+from .provision import provision_device
+from .registry import RegistryError
+from .service import FleetService
+
+
+class AssignRequest(BaseModel):
+    model: str
+    version: str
+    device: str | None = None
+    selector: dict[str, str] | None = Field(default=None, description="tags every chosen device must have")
+
+
+def create_app(service: FleetService) -> FastAPI:
+    app = FastAPI(title="edgeml fleet", version="1", description="Registry, devices, assignments and telemetry of an edgeml fleet.")
+    token = service.config.token
+
+    def auth(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token; pass --token or EDGEML_FLEET_TOKEN")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
+                            headers={"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", []))
+        return JSONResponse({"error": f"invalid request: {where}: {first.get('msg', 'bad value')}"}, status_code=422)
+
+    @app.get("/api/v1/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "mqtt_connected": bool(service.bus and service.bus.connected)}
+
+    @app.get("/api/v1/broker", dependencies=[Depends(auth)])
+    def broker() -> dict[str, Any]:
+        return {"url": service.broker_url, "prefix": service.topics.prefix, "mqtt5": bool(service.bus and service.bus.v5),
+                "fleet_public_key": Path(service.public_key_path).read_text()}
+
+    @app.post("/api/v1/models", status_code=201, dependencies=[Depends(auth)])
+    async def push(request: Request) -> dict[str, Any]:
+        data = await request.body()
+        try:
+            r = service.registry.push_tar(data)
+        except RegistryError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        return {"name": r.name, "version": r.version, "artifacts": r.artifacts, "signature_verified": r.signature_verified}
+
+    @app.get("/api/v1/models", dependencies=[Depends(auth)])
+    def models() -> list[dict[str, Any]]:
+        return service.registry.list()
+
+    @app.get("/api/v1/models/{name}/{version}", dependencies=[Depends(auth)])
+    def model(name: str, version: str) -> dict[str, Any]:
+        return _model_or_404(service, name, version)
+
+    @app.get("/api/v1/models/{name}/{version}/manifest.json")
+    def manifest(name: str, version: str) -> Response:
+        return _blob(service, _model_or_404(service, name, version)["manifest_blob"], "application/json")
+
+    @app.get("/api/v1/models/{name}/{version}/manifest.sig")
+    def signature(name: str, version: str) -> Response:
+        blob = _model_or_404(service, name, version)["signature_blob"]
+        if blob is None:
+            raise HTTPException(404, f"{name} {version} is not signed")
+        return _blob(service, blob, "text/plain")
+
+    @app.get("/api/v1/blobs/{digest}")
+    def blob(digest: str) -> Response:
+        return _blob(service, digest, "application/octet-stream")
+
+    @app.get("/api/v1/devices", dependencies=[Depends(auth)])
+    def devices(tag: list[str] | None = None, version: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        tags = dict(t.split("=", 1) for t in tag or [] if "=" in t)
+        return service.devices_with_stats(tag=tags or None, version=version, state=state)
+
+    @app.get("/api/v1/devices/{device_id}", dependencies=[Depends(auth)])
+    def device(device_id: str) -> dict[str, Any]:
+        found = service.device_detail(device_id)
+        if found is None:
+            raise HTTPException(404, f"unknown device {device_id!r}")
+        return found
+
+    @app.post("/api/v1/assign", dependencies=[Depends(auth)])
+    def assign(req: AssignRequest) -> dict[str, Any]:
+        if (req.device is None) == (req.selector is None):
+            raise HTTPException(422, "give exactly one of device or selector")
+        if service.registry.get(req.model, req.version) is None:
+            raise HTTPException(404, f"model {req.model} {req.version} is not registered; push it first")
+        if req.device is not None:
+            if service.devices.get(req.device) is None:
+                raise HTTPException(404, f"unknown device {req.device!r}")
+            ids = [req.device]
+        else:
+            ids = service.devices.select(req.selector or {})
+            if not ids:
+                raise HTTPException(404, f"no device matches {req.selector}")
+        docs = service.devices.assign(ids, req.model, req.version, service.publish)
+        return {"assigned": [{"device": d["device_id"], "seq": d["seq"]} for d in docs]}
+
+    @app.post("/api/v1/devices/{device_id}/provision", dependencies=[Depends(auth)])
+    def provision(device_id: str) -> dict[str, Any]:
+        if not valid_device_id(device_id):
+            raise HTTPException(422, "device ids use letters, digits, '.', '_' and '-'")
+        return provision_device(service, device_id)
+
+    @app.get("/api/v1/versions", dependencies=[Depends(auth)])
+    def versions() -> list[dict[str, Any]]:
+        return service.version_stats()
+
+    @app.get("/api/v1/events", dependencies=[Depends(auth)])
+    def events(device: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return service.events(device, min(limit, 1000))
+
+    @app.get("/api/v1/stats", dependencies=[Depends(auth)])
+    def stats() -> dict[str, Any]:
+        return {**service.counters.snapshot(), "telemetry_stored": service.ingest.stored}
+
+    return app
+
+
+def _model_or_404(service: FleetService, name: str, version: str) -> dict[str, Any]:
+    found = service.registry.get(name, version)
+    if found is None:
+        raise HTTPException(404, f"model {name} {version} is not registered")
+    return found
+
+
+def _blob(service: FleetService, digest: str, media_type: str) -> Response:
+    path = service.store.path(digest)
+    if path is None:
+        raise HTTPException(404, f"no blob {digest}")
+    return FileResponse(path, media_type=media_type)  # Starlette's FileResponse answers Range requests

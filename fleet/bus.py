@@ -1,0 +1,86 @@
+"""The fleet's MQTT side: subscribe to every device's reported/status/telemetry/events (shared
+subscriptions on MQTT 5 brokers, so several fleet workers can split ingest), dispatch, publish desired."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+
+from edgeml.errors import EdgeMLError
+from edgeml.mqtt import BrokerAddress, make_client, probe_v5
+from edgeml.protocol import ProtocolError, Topics
+
+from .telemetry import IngestCounters
+
+log = logging.getLogger("edgeml.fleet")
+Handler = Callable[[str, bytes], None]  # device_id, payload
+INGEST_KINDS = ("reported", "status", "telemetry", "events")
+
+
+class FleetBus:
+    def __init__(self, broker_url: str, topics: Topics, handlers: dict[str, Handler], counters: IngestCounters) -> None:
+        self.address = BrokerAddress.parse(broker_url)
+        self.topics, self.handlers, self.counters = topics, handlers, counters
+        self.v5 = False
+        self.client: mqtt.Client | None = None
+        self._connected = threading.Event()
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.v5 = probe_v5(self.address)
+        client = make_client(self.address, f"edgeml-fleet-{uuid.uuid4().hex[:8]}", v5=self.v5)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = lambda *a: self._connected.clear()
+        try:
+            client.connect(self.address.host, self.address.port, keepalive=30)
+        except OSError as exc:
+            raise EdgeMLError(f"cannot reach the MQTT broker at {self.address.host}:{self.address.port}: {exc}") from None
+        client.loop_start()
+        self.client = client
+        if not self._connected.wait(timeout):
+            raise EdgeMLError(f"the MQTT broker at {self.address.host}:{self.address.port} did not accept the fleet's connection")
+
+    def _on_connect(self, client: mqtt.Client, _u, _flags, reason, _props) -> None:
+        if reason.is_failure:
+            log.error("broker refused the fleet: %s", reason)
+            return
+        # Telemetry and events are split between fleet workers with shared subscriptions (MQTT 5).
+        # Reported state and status are retained, and retained messages are not delivered to shared
+        # subscriptions, so every worker subscribes to those directly.
+        subs = [(self.topics.all_devices(kind, shared=self.v5 and kind in ("telemetry", "events")), 1) for kind in INGEST_KINDS]
+        client.subscribe(subs)
+        self._connected.set()
+
+    def _on_message(self, _client, _u, msg: mqtt.MQTTMessage) -> None:
+        try:
+            device_id, kind = self.topics.parse(msg.topic)
+            handler = self.handlers.get(kind)
+            if handler is None:
+                return
+            handler(device_id, msg.payload)
+            self.counters.accept(kind)
+        except ProtocolError as exc:
+            self.counters.drop(exc.reason)
+            log.debug("dropped message on %s: %s", msg.topic, exc)
+        except Exception:  # a bad message must never stop ingest
+            self.counters.drop("handler_error")
+            log.exception("error handling a message on %s", msg.topic)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        assert self.client is not None
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise EdgeMLError(f"cannot publish to {topic}: {mqtt.error_string(info.rc)}")
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()

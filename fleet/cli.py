@@ -1,0 +1,148 @@
+"""`edgeml fleet`: run the fleet service and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from edgeml.errors import UsageError
+from edgeml.table import print_table
+
+server_option = click.option("--server", envvar="EDGEML_FLEET_SERVER", default="http://127.0.0.1:8000", show_default=True, help="Fleet API URL [env EDGEML_FLEET_SERVER].")
+token_option = click.option("--token", envvar="EDGEML_FLEET_TOKEN", help="API token [env EDGEML_FLEET_TOKEN].")
+
+
+def _client(server: str, token: str | None):
+    from .client import FleetClient
+
+    return FleetClient(server, token)
+
+
+@click.group()
+def fleet() -> None:
+    """Run the fleet service, push models, assign versions to devices, watch telemetry."""
+
+
+@fleet.command("serve")
+@click.option("--db", "db_url", help="Database URL [default: SQLite file under --data]; e.g. postgresql+psycopg://user@host/edgeml.")
+@click.option("--broker", "broker_url", help="MQTT broker, mqtt://HOST:PORT [default: start an embedded broker].")
+@click.option("--mqtt-port", type=int, default=1883, show_default=True, help="Port of the embedded broker.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address.")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--public-url", help="URL devices use to reach this API [default: http://HOST:PORT].")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("edgeml-fleet"), show_default=True)
+@click.option("--token", envvar="EDGEML_FLEET_TOKEN", help="Bearer token the API requires [env EDGEML_FLEET_TOKEN].")
+@click.option("--sign-key", type=click.Path(path_type=Path), help="ed25519 key signing desired documents [default: DATA/edgeml.key, created].")
+@click.option("--verify-key", type=click.Path(path_type=Path), help="Pushed bundles must be signed by this key.")
+@click.option("--prefix", default="edgeml", show_default=True, help="MQTT topic prefix.")
+def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, token, sign_key, verify_key, prefix) -> None:
+    """Run the registry, artifact store, MQTT ingest and REST API (and an embedded broker without --broker)."""
+    from .server import run_fleet
+    from .service import FleetConfig
+
+    if token is None:
+        click.echo("warning: no --token: the API is open to anyone who can reach it", err=True)
+    run_fleet(FleetConfig(data_dir=data_dir, db_url=db_url, broker_url=broker_url, mqtt_port=mqtt_port, http_host=host,
+                          http_port=http_port, public_url=public_url, token=token, sign_key=sign_key,
+                          verify_key=verify_key, prefix=prefix))
+
+
+@fleet.command("push")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@server_option
+@token_option
+def push(bundle: Path, server: str, token: str | None) -> None:
+    """Register BUNDLE (its signature and hashes are verified by the fleet)."""
+    from edgeml.bundle import verify_bundle
+
+    from .registry import pack_bundle
+
+    verify_bundle(bundle)  # fail early, locally, on a corrupt bundle
+    result = _client(server, token).post("/api/v1/models", pack_bundle(bundle), "application/gzip")
+    sig = "signature verified" if result["signature_verified"] else "signature NOT verified (fleet has no --verify-key)"
+    click.echo(f"registered {result['name']} {result['version']}: {', '.join(result['artifacts'])} ({sig})")
+
+
+@fleet.command("models")
+@server_option
+@token_option
+@click.option("--json", "as_json", is_flag=True)
+def models(server: str, token: str | None, as_json: bool) -> None:
+    """List registered model versions."""
+    rows = _client(server, token).get("/api/v1/models")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    print_table("models", ["name", "version", "task", "signed", "artifacts"],
+                [[r["name"], r["version"], r["task"], r["signed"], ", ".join(f"{a['format']}/{a['precision']}" for a in r["artifacts"])] for r in rows])
+
+
+@fleet.command("devices")
+@server_option
+@token_option
+@click.option("--tag", multiple=True, help="k=v filter; repeatable.")
+@click.option("--version", help="Only devices running this version.")
+@click.option("--json", "as_json", is_flag=True)
+def devices(server: str, token: str | None, tag: tuple[str, ...], version: str | None, as_json: bool) -> None:
+    """List devices with their state, version and telemetry aggregates."""
+    query = "&".join([f"tag={t}" for t in tag] + ([f"version={version}"] if version else []))
+    rows = _client(server, token).get("/api/v1/devices" + (f"?{query}" if query else ""))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    print_table("devices", ["id", "online", "model", "version", "state", "req/s", "err rate", "p99 ms", "drift"],
+                [[d["id"], d["online"], d["model"], d["version"], d["state"], d["telemetry"].get("request_rate"),
+                  d["telemetry"].get("error_rate"), (d["telemetry"].get("latency_p99_s") or 0) * 1000 or None,
+                  (d.get("drift") or {}).get("level")] for d in rows])
+
+
+@fleet.command("assign")
+@click.argument("args", nargs=-1, required=True)
+@click.option("--selector", multiple=True, help="k=v device tag selector (instead of DEVICE); repeatable.")
+@server_option
+@token_option
+def assign(args: tuple[str, ...], selector: tuple[str, ...], server: str, token: str | None) -> None:
+    """Set the desired version: `assign DEVICE MODEL VERSION` or `assign --selector k=v MODEL VERSION`."""
+    if selector:
+        if len(args) != 2:
+            raise UsageError("with --selector give MODEL VERSION")
+        body = {"selector": dict(_kv(s) for s in selector), "model": args[0], "version": args[1]}
+    else:
+        if len(args) != 3:
+            raise UsageError("give DEVICE MODEL VERSION (or --selector k=v MODEL VERSION)")
+        body = {"device": args[0], "model": args[1], "version": args[2]}
+    result = _client(server, token).post("/api/v1/assign", body)
+    for a in result["assigned"]:
+        click.echo(f"{a['device']}: desired {body['model']} {body['version']} (seq {a['seq']})")
+
+
+@fleet.command("provision")
+@click.argument("device")
+@server_option
+@token_option
+@click.option("--json", "as_json", is_flag=True)
+def provision(device: str, server: str, token: str | None, as_json: bool) -> None:
+    """Create MQTT credentials for DEVICE and print its Mosquitto password-file and ACL entries."""
+    result = _client(server, token).post(f"/api/v1/devices/{device}/provision")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"device {device}: username {result['username']} password {result['password']}")
+    click.echo("# append to mosquitto's password_file:")
+    click.echo(result["password_file_line"])
+    click.echo("# append to mosquitto's acl_file:")
+    click.echo("\n".join(result["acl"]))
+
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise UsageError(f"selector {text!r}: use k=v")
+    k, v = text.split("=", 1)
+    return k, v
+
+
+def env_default(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)

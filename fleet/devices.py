@@ -1,0 +1,93 @@
+"""Device registry: self-registration on first contact, status, reported state, and desired assignments."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from edgeml.protocol import Topics, sign_document
+
+from . import db
+
+Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain
+
+
+class DeviceRegistry:
+    def __init__(self, engine: Engine, topics: Topics, sign_key: Ed25519PrivateKey, public_url: str) -> None:
+        self.engine, self.topics, self.sign_key, self.public_url = engine, topics, sign_key, public_url.rstrip("/")
+
+    def touch(self, device_id: str, **fields: Any) -> None:
+        """Insert the device on first contact, else update the given fields and last_seen."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(db.devices.c.id).where(db.devices.c.id == device_id)).first()
+            if exists is None:
+                conn.execute(db.devices.insert().values(id=device_id, tags=fields.pop("tags", {}) or {}, first_seen=now,
+                                                        last_seen=now, online=fields.pop("online", True), desired_seq=0, **fields))
+            else:
+                conn.execute(update(db.devices).where(db.devices.c.id == device_id).values(last_seen=now, **fields))
+
+    def on_status(self, device_id: str, status: str) -> None:
+        self.touch(device_id, online=(status == "online"))
+
+    def on_reported(self, device_id: str, doc: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {"reported": doc, "state": doc.get("state"), "error": doc.get("error"),
+                                  "model": doc.get("model"), "version": doc.get("version")}
+        for key in ("arch", "backends", "tags"):
+            if key in doc:
+                fields[key] = doc[key]
+        self.touch(device_id, **fields)
+
+    def list(self, tag: dict[str, str] | None = None, version: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(select(db.devices).order_by(db.devices.c.id)).mappings()]
+        out = []
+        for r in rows:
+            r.pop("credentials_hash", None)
+            if tag and any((r["tags"] or {}).get(k) != v for k, v in tag.items()):
+                continue
+            if version and r["version"] != version:
+                continue
+            if state and r["state"] != state and not (state in ("online", "offline") and r["online"] == (state == "online")):
+                continue
+            out.append(r)
+        return out
+
+    def get(self, device_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(db.devices).where(db.devices.c.id == device_id)).mappings().first()
+        if row is None:
+            return None
+        row = dict(row)
+        row.pop("credentials_hash", None)
+        return row
+
+    def assign(self, device_ids: list[str], model: str, version: str, publish: Publish) -> list[dict[str, Any]]:
+        """Bump each device's sequence number, sign its desired document and publish it retained."""
+        docs = []
+        with self.engine.begin() as conn:
+            for device_id in device_ids:
+                seq = (conn.execute(select(db.devices.c.desired_seq).where(db.devices.c.id == device_id)).scalar() or 0) + 1
+                conn.execute(update(db.devices).where(db.devices.c.id == device_id)
+                             .values(desired_seq=seq, desired_model=model, desired_version=version))
+                docs.append(self.desired_document(device_id, seq, model, version))
+        for doc in docs:
+            publish(self.topics.device(doc["device_id"], "desired"), sign_document(doc, self.sign_key), True)
+        return docs
+
+    def desired_document(self, device_id: str, seq: int, model: str, version: str) -> dict[str, Any]:
+        base = f"{self.public_url}/api/v1"
+        return {
+            "device_id": device_id, "seq": seq, "model": model, "version": version,
+            "manifest_url": f"{base}/models/{model}/{version}/manifest.json",
+            "signature_url": f"{base}/models/{model}/{version}/manifest.sig",
+            "blob_url": f"{base}/blobs/",
+            "issued_at": time.time(),
+        }
+
+    def select(self, selector: dict[str, str]) -> list[str]:
+        return [d["id"] for d in self.list(tag=selector)]

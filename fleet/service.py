@@ -1,0 +1,174 @@
+"""The fleet service: registry, artifact store, device registry, MQTT ingest and the HTTP API, wired together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from edgeml import signing
+from edgeml.protocol import EVENT_FIELDS, REPORTED_FIELDS, ProtocolError, Topics, parse_json, require_fields
+
+from . import db
+from .broker import EmbeddedBroker
+from .bus import FleetBus
+from .devices import DeviceRegistry
+from .registry import Registry
+from .store import BlobStore
+from .telemetry import IngestCounters, TelemetryIngest, aggregate, drift_for, rows_since
+
+log = logging.getLogger("edgeml.fleet")
+
+
+@dataclass
+class FleetConfig:
+    data_dir: Path
+    db_url: str | None = None
+    broker_url: str | None = None  # None: start the embedded broker
+    mqtt_port: int = 1883
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    public_url: str | None = None  # how devices reach the HTTP API; default http://HOST:PORT
+    token: str | None = None
+    sign_key: Path | None = None  # signs desired documents; default DATA/fleet.key (created on first run)
+    verify_key: Path | None = None  # pushed bundles must be signed by this key
+    prefix: str = "edgeml"
+    window_s: float = 300.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FleetService:
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = db.connect(config.db_url or db.default_url(config.data_dir))
+        self.store = BlobStore(config.data_dir)
+        self.topics = Topics(config.prefix)
+        verify = signing.load_public_key(config.verify_key) if config.verify_key else None
+        self.registry = Registry(self.engine, self.store, verify)
+        self.sign_key_path, self.public_key_path = _fleet_key(config)
+        self.devices = DeviceRegistry(self.engine, self.topics, signing.load_private_key(self.sign_key_path),
+                                      config.public_url or f"http://{config.http_host}:{config.http_port}")
+        self.counters = IngestCounters()
+        self.ingest = TelemetryIngest(self.engine)
+        self.broker: EmbeddedBroker | None = None
+        self.bus: FleetBus | None = None
+        self._known: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start_mqtt(self) -> None:
+        url = self.config.broker_url
+        if url is None:
+            self.broker = EmbeddedBroker("127.0.0.1", self.config.mqtt_port).start()
+            url = self.broker.url
+        self.broker_url = url
+        self.bus = FleetBus(url, self.topics, {
+            "status": self.on_status, "reported": self.on_reported,
+            "telemetry": self.on_telemetry, "events": self.on_event,
+        }, self.counters)
+        self.bus.start()
+
+    def stop(self) -> None:
+        if self.bus:
+            self.bus.stop()
+        self.ingest.close()
+        if self.broker:
+            self.broker.stop()
+
+    # -- MQTT handlers (run on the MQTT network thread; must be quick) ----------------------------
+    def on_status(self, device_id: str, payload: bytes) -> None:
+        status = payload.decode(errors="replace").strip()
+        if status not in ("online", "offline"):
+            raise ProtocolError("bad_schema", "status must be online or offline")
+        self.devices.on_status(device_id, status)
+        self._known.add(device_id)
+
+    def on_reported(self, device_id: str, payload: bytes) -> None:
+        doc = require_fields(parse_json(payload), REPORTED_FIELDS)
+        self.devices.on_reported(device_id, doc)
+        self._known.add(device_id)
+
+    def on_telemetry(self, device_id: str, payload: bytes) -> None:
+        from .telemetry import validate_telemetry
+
+        msg = validate_telemetry(parse_json(payload))
+        if device_id not in self._known and self.devices.get(device_id) is None:
+            raise ProtocolError("unknown_device", device_id)
+        self._known.add(device_id)
+        self.ingest.submit(device_id, msg)
+
+    def on_event(self, device_id: str, payload: bytes) -> None:
+        msg = require_fields(parse_json(payload), EVENT_FIELDS)
+        with self.engine.begin() as conn:
+            conn.execute(db.events.insert().values(device_id=device_id, received_at=time.time(), event=msg["event"], payload=msg))
+
+    # -- queries used by the API ------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert self.bus is not None, "MQTT is not started"
+        self.bus.publish(topic, payload, retain)
+
+    def device_detail(self, device_id: str) -> dict[str, Any] | None:
+        device = self.devices.get(device_id)
+        if device is None:
+            return None
+        rows = rows_since(self.engine, time.time() - self.config.window_s, device_id)
+        current = [r for r in rows if r["version"] == device["version"]]
+        manifest = self._manifest(device["model"], device["version"])
+        device["telemetry"] = aggregate(rows)
+        device["drift"] = drift_for(current, manifest)
+        device["events"] = self.events(device_id, limit=50)
+        return device
+
+    def devices_with_stats(self, **filters: Any) -> list[dict[str, Any]]:
+        rows = rows_since(self.engine, time.time() - self.config.window_s)
+        by_device: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_device.setdefault(r["device_id"], []).append(r)
+        out = []
+        for d in self.devices.list(**filters):
+            mine = by_device.get(d["id"], [])
+            d["telemetry"] = aggregate(mine)
+            drift = drift_for([r for r in mine if r["version"] == d["version"]], self._manifest(d["model"], d["version"]))
+            d["drift"] = drift and {"max_psi": drift["max_psi"], "level": drift["level"], "features": drift["features"],
+                                    "prediction": drift.get("prediction")}
+            out.append(d)
+        return out
+
+    def version_stats(self) -> list[dict[str, Any]]:
+        rows = rows_since(self.engine, time.time() - self.config.window_s)
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault((r["model"], r["version"]), []).append(r)
+        return [{"model": m, "version": v, **aggregate(g), "drift": drift_for(g, self._manifest(m, v))}
+                for (m, v), g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
+
+    def events(self, device_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(db.events).order_by(db.events.c.id.desc()).limit(limit)
+        if device_id:
+            q = q.where(db.events.c.device_id == device_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def _manifest(self, model: str | None, version: str | None) -> dict[str, Any] | None:
+        if not model or not version:
+            return None
+        found = self.registry.get(model, version)
+        return found and found["manifest"]
+
+
+def _fleet_key(config: FleetConfig) -> tuple[Path, Path]:
+    if config.sign_key:
+        return config.sign_key, config.sign_key.with_suffix(".pub")
+    private, public = config.data_dir / signing.PRIVATE_NAME, config.data_dir / signing.PUBLIC_NAME
+    if not private.exists():
+        signing.generate_keypair(config.data_dir)
+    return private, public
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, default=str)

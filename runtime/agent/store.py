@@ -1,0 +1,122 @@
+"""The device store: installed versions, the active and previous ones, and state that survives a crash.
+
+    STORE/models/NAME/VERSION/   a bundle subset: manifest.json, manifest.sig, samples.npz, one artifact
+    STORE/current -> models/NAME/VERSION     STORE/previous -> ...
+    STORE/state.json             last applied desired sequence number and what is active
+    STORE/staging/  STORE/downloads/  STORE/outbox/
+
+Every write is temp-file + fsync + rename; activation is an atomic symlink replacement. A kill at any
+point leaves `current` pointing at a complete, verified install (or nothing, on a new device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DeviceStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).absolute()
+        for sub in ("models", "staging", "downloads", "outbox"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._clean_staging()
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {"last_seq": 0}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        write_atomic(self.state_path, json.dumps(state, indent=2).encode())
+
+    # -- installed versions --------------------------------------------------------------------
+    def version_dir(self, name: str, version: str) -> Path:
+        return self.root / "models" / name / version
+
+    def staging_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.root / "staging", prefix="install-"))
+
+    def commit_staging(self, staging: Path, name: str, version: str) -> Path:
+        """Move a complete staged install to models/NAME/VERSION (replacing a stale copy)."""
+        target = self.version_dir(name, version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for path in staging.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        if target.exists():
+            if self.active_dir() is not None and self.active_dir().resolve() == target.resolve():
+                shutil.rmtree(staging, ignore_errors=True)
+                return target
+            shutil.rmtree(target)
+        os.rename(staging, target)
+        fsync_dir(target.parent)
+        return target
+
+    def active_dir(self) -> Path | None:
+        link = self.root / "current"
+        return link if link.is_symlink() and link.resolve().is_dir() else None
+
+    def previous_dir(self) -> Path | None:
+        link = self.root / "previous"
+        return link if link.is_symlink() and link.resolve().is_dir() else None
+
+    def activate(self, target: Path) -> None:
+        """current -> target, previous -> the old current; each link replaced atomically."""
+        old = self.active_dir()
+        if old is not None and old.resolve() != target.resolve():
+            self._link("previous", old.resolve())
+        self._link("current", target)
+
+    def _link(self, name: str, target: Path) -> None:
+        tmp = self.root / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(target, self.root), tmp)
+        os.replace(tmp, self.root / name)
+        fsync_dir(self.root)
+
+    def prune(self, keep: int = 2) -> None:
+        """Delete installed versions other than current and previous."""
+        keep_dirs = {d.resolve() for d in (self.active_dir(), self.previous_dir()) if d is not None}
+        for model_dir in (self.root / "models").iterdir():
+            for version_dir in model_dir.iterdir():
+                if version_dir.resolve() not in keep_dirs:
+                    shutil.rmtree(version_dir, ignore_errors=True)
+
+    def _clean_staging(self) -> None:
+        for path in (self.root / "staging").iterdir():
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""Per-interval telemetry of the served model: counts, errors, latency histogram, CPU, RSS, and input
+feature / prediction histograms on the bundle's own reference bins (so the fleet can compute drift).
+
+The request path only appends to counters and keeps a bounded sample of feeds/outputs; binning
+happens once per interval, off the request path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ..metrics import LATENCY_BUCKETS
+
+MAX_SAMPLED_REQUESTS = 500  # per interval, for the feature and prediction histograms
+
+
+class TelemetryRecorder:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset(time.monotonic())
+        self.seq = 0
+        try:
+            import psutil
+
+            self._process = psutil.Process()
+            self._process.cpu_percent(None)
+        except Exception:  # psutil is a base dependency; tolerate odd platforms
+            self._process = None
+
+    def _reset(self, now: float) -> None:
+        self.started = now
+        self.requests = 0
+        self.errors = 0
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.samples: list[tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+    # -- request path --------------------------------------------------------------------------
+    def observe(self, model: Any, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float) -> None:
+        i = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        with self._lock:
+            self.requests += 1
+            self.latency[i] += 1
+            if len(self.samples) < MAX_SAMPLED_REQUESTS:
+                self.samples.append((model, feeds, outputs))
+
+    def error(self, model: Any) -> None:
+        with self._lock:
+            self.requests += 1
+            self.errors += 1
+
+    # -- once per interval ---------------------------------------------------------------------
+    def collect(self, model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The telemetry message for the interval that ends now; counters start again from zero."""
+        now = time.monotonic()
+        with self._lock:
+            requests, errors, latency, samples, started = self.requests, self.errors, self.latency, self.samples, self.started
+            self._reset(now)
+        self.seq += 1
+        msg: dict[str, Any] = {
+            "seq": self.seq, "ts": time.time(), "interval_s": max(now - started, 1e-3),
+            "model": model.info.name if model else None, "version": model.info.version if model else None,
+            "requests": requests, "errors": errors,
+            "latency": {"buckets": list(LATENCY_BUCKETS), "counts": latency},
+        }
+        if self._process is not None:
+            msg["cpu_percent"] = self._process.cpu_percent(None)
+            msg["rss_bytes"] = self._process.memory_info().rss
+        if model is not None:
+            mine = [(f, o) for m, f, o in samples if m is model]
+            features, prediction = bin_samples(model.manifest.reference or {}, mine)
+            msg["features"] = features
+            if prediction is not None:
+                msg["prediction"] = prediction
+        if extra:
+            msg.update(extra)
+        return msg
+
+
+def bin_samples(reference: dict[str, Any], samples: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]):
+    """Count sampled inputs and predictions on the reference histograms' bins."""
+    features: dict[str, list[int]] = {}
+    if not samples:
+        return features, None
+    for ref in reference.get("features", []):
+        values = [_feature_values(f, ref) for f, _ in samples]
+        values = [v for v in values if v is not None]
+        if values:
+            features[ref["feature"]] = _counts(ref, np.concatenate(values))
+    prediction = None
+    ref_pred = reference.get("prediction")
+    if ref_pred and ref_pred.get("output"):
+        preds = [_prediction_values(o, ref_pred) for _, o in samples]
+        preds = [p for p in preds if p is not None]
+        if preds:
+            prediction = _counts(ref_pred, np.concatenate(preds))
+    return features, prediction
+
+
+def _feature_values(feeds: dict[str, np.ndarray], ref: dict[str, Any]) -> np.ndarray | None:
+    arr = feeds.get(ref["input"])
+    if arr is None:
+        return None
+    if ref.get("index") is None:
+        return np.asarray(arr).reshape(-1)
+    arr = np.asarray(arr)
+    return arr[:, ref["index"]].reshape(-1) if arr.ndim == 2 else None
+
+
+def _prediction_values(outputs: dict[str, np.ndarray], ref: dict[str, Any]) -> np.ndarray | None:
+    out = outputs.get(ref["output"])
+    if out is None:
+        return None
+    out = np.asarray(out)
+    if ref["kind"] == "categorical" and out.ndim == 2 and out.shape[1] > 1 and out.dtype.kind == "f":
+        return out.argmax(axis=1)
+    return out.reshape(-1)
+
+
+def _counts(ref: dict[str, Any], values: np.ndarray) -> list[int]:
+    if ref["kind"] == "numeric":
+        edges = np.asarray(ref["edges"], dtype=np.float64)
+        v = values.astype(np.float64)
+        v = v[np.isfinite(v)]
+        return np.bincount(np.searchsorted(edges, v, side="left"), minlength=len(edges) + 1).tolist()
+    cats = {c: i for i, c in enumerate(ref["categories"])}
+    other = len(ref["categories"])
+    idx = np.fromiter((cats.get(str(x), other) for x in values.tolist()), dtype=np.int64, count=len(values))
+    return np.bincount(idx, minlength=other + 1).tolist()
