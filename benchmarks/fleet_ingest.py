@@ -1,0 +1,183 @@
+"""Telemetry ingest through Mosquitto into the fleet's store vs the raw ceiling of a bare paho subscriber.
+
+Both runs use the same broker, the same publisher process (several paho clients publishing realistic
+telemetry messages at QoS 1 as fast as they can) and the same message count, one after the other in
+one run. Ingest rate = messages stored in the database per second, from the first to the last one.
+Target (issue 5): >= 10,000 msgs/s and >= 0.5 of the raw ceiling.
+
+    python benchmarks/fleet_ingest.py [--messages 60000] [--publishers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def telemetry(seq: int) -> bytes:
+    return json.dumps({
+        "seq": seq, "ts": time.time(), "interval_s": 10.0, "model": "iris", "version": "1.0", "requests": 120, "errors": 1,
+        "latency": {"buckets": [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                    "counts": [3, 40, 50, 20, 5, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]},
+        "cpu_percent": 12.5, "rss_bytes": 80_000_000,
+        "features": {f"input[{i}]": [5, 9, 12, 10, 8, 11, 9, 10, 12, 14] for i in range(4)},
+        "prediction": [40, 41, 39, 0], "dropped": 0,
+    }).encode()
+
+
+def publisher(port: int, index: int, count: int, devices: int, start: mp.Event) -> None:
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{index}", protocol=mqtt.MQTTv311)
+    c.max_inflight_messages_set(1000)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    payloads = [telemetry(i) for i in range(50)]
+    start.wait()
+    for i in range(count):
+        device = f"bench-{(index * 100003 + i) % devices:05d}"
+        info = c.publish(f"edgeml/devices/{device}/telemetry", payloads[i % 50], qos=1)
+        while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            time.sleep(0.001)
+            info = c.publish(f"edgeml/devices/{device}/telemetry", payloads[i % 50], qos=1)
+    while len(c._out_messages):  # wait for every PUBACK
+        time.sleep(0.01)
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish_all(port: int, total: int, publishers: int, devices: int) -> float:
+    start = mp.Event()
+    procs = [mp.Process(target=publisher, args=(port, i, total // publishers, devices, start)) for i in range(publishers)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    start.set()
+    return t0, procs
+
+
+def raw_ceiling(port: int, total: int, publishers: int, devices: int) -> float:
+    import paho.mqtt.client as mqtt
+
+    got = {"n": 0, "first": None, "last": None}
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv311)
+
+    def on_message(_c, _u, _m) -> None:
+        now = time.perf_counter()
+        got["first"] = got["first"] or now
+        got["n"] += 1
+        got["last"] = now
+
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("edgeml/devices/+/telemetry", qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+    _, procs = publish_all(port, total, publishers, devices)
+    expected = (total // publishers) * publishers
+    deadline = time.monotonic() + 300
+    while got["n"] < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p in procs:
+        p.join()
+    sub.disconnect()
+    sub.loop_stop()
+    return got["n"] / (got["last"] - got["first"])
+
+
+def fleet_ingest(port: int, total: int, publishers: int, devices: int, tmp: Path) -> float:
+    """Start `edgeml fleet serve` on the broker, register the devices, then measure stored msgs/s."""
+    from sqlalchemy import create_engine, text
+
+    import paho.mqtt.client as mqtt
+
+    http = free_port()
+    fleet = subprocess.Popen([sys.executable, "-m", "edgeml", "fleet", "serve", "--broker", f"mqtt://127.0.0.1:{port}",
+                              "--http-port", str(http), "--data", str(tmp / "fleet")], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/api/v1/health").read())["mqtt_connected"]:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        reg = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-reg", protocol=mqtt.MQTTv311)
+        reg.connect("127.0.0.1", port)
+        reg.loop_start()
+        for d in range(devices):
+            reg.publish(f"edgeml/devices/bench-{d:05d}/status", b"online", qos=1, retain=True)
+        time.sleep(2.0)
+        engine = create_engine(f"sqlite:///{tmp / 'fleet' / 'fleet.db'}")
+        _, procs = publish_all(port, total, publishers, devices)
+        expected = (total // publishers) * publishers
+        first = last = None
+        seen = 0
+        deadline = time.monotonic() + 600
+        while seen < expected and time.monotonic() < deadline:
+            with engine.connect() as conn:
+                seen, lo, hi = conn.execute(text("select count(*), min(received_at), max(received_at) from telemetry")).one()
+            time.sleep(0.2)
+        for p in procs:
+            p.join()
+        with engine.connect() as conn:
+            seen, lo, hi = conn.execute(text("select count(*), min(received_at), max(received_at) from telemetry")).one()
+        for d in range(devices):  # clear the retained status messages
+            reg.publish(f"edgeml/devices/bench-{d:05d}/status", b"", qos=1, retain=True)
+        reg.disconnect()
+        reg.loop_stop()
+        return seen / (hi - lo), seen
+    finally:
+        fleet.terminate()
+        fleet.wait(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=60000)
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--devices", type=int, default=200)
+    args = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        conf = tmp / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n")
+        broker = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        try:
+            raw = raw_ceiling(port, args.messages, args.publishers, args.devices)
+            ingest, stored = fleet_ingest(port, args.messages, args.publishers, args.devices, tmp)
+        finally:
+            broker.terminate()
+    row = {"messages": args.messages, "publishers": args.publishers, "raw_subscriber_msgs_per_s": raw,
+           "fleet_ingest_msgs_per_s": ingest, "stored": stored, "ratio": ingest / raw, "cores": os.cpu_count()}
+    print(f"{'raw paho subscriber':>24}: {raw:10.0f} msgs/s")
+    print(f"{'fleet ingest (stored)':>24}: {ingest:10.0f} msgs/s  ({stored} stored)")
+    print(f"{'ratio':>24}: {ingest / raw:10.2f}   targets: >= 10000 msgs/s and >= 0.5 of the ceiling")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fleet_ingest.json").write_text(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()

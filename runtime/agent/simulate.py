@@ -1,0 +1,102 @@
+"""Simulated devices: N real device agents in one process, each with its own store, MQTT session and
+model holder, serving a synthetic load drawn from the installed bundle's golden samples.
+
+Used by `edgeml fleet simulate`, the demo, tests and the convergence benchmark.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..server.holder import ModelHolder
+from .agent import AgentConfig, DeviceAgent
+
+
+@dataclass
+class SimulationConfig:
+    devices: int
+    broker_url: str
+    store_root: Path
+    bundle_key: Any = None
+    fleet_key: Any = None
+    tags: dict[str, str] = field(default_factory=dict)
+    id_prefix: str = "sim"
+    requests_per_second: float = 5.0  # per device
+    telemetry_interval: float = 5.0
+    error_rate: float = 0.0  # fraction of synthetic requests counted as errors (fault injection)
+
+
+class Simulation:
+    def __init__(self, config: SimulationConfig) -> None:
+        self.config = config
+        self.agents: list[DeviceAgent] = []
+        self._stop = threading.Event()
+        self._load: threading.Thread | None = None
+        self._samples: dict[int, dict[str, np.ndarray]] = {}
+
+    def start(self) -> "Simulation":
+        c = self.config
+        width = max(3, len(str(c.devices)))
+        for i in range(c.devices):
+            device_id = f"{c.id_prefix}-{i:0{width}d}"
+            tags = {**c.tags, "sim_index": str(i)}
+            agent_config = AgentConfig(c.broker_url, device_id, c.store_root / device_id, tags, c.bundle_key, c.fleet_key,
+                                       c.telemetry_interval, threads=1)
+            self.agents.append(DeviceAgent(agent_config, ModelHolder()).start())
+        self._load = threading.Thread(target=self._traffic, name="sim-traffic", daemon=True)
+        self._load.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._load:
+            self._load.join(5)
+        for agent in self.agents:
+            agent.stop()
+
+    def versions(self) -> dict[str, str | None]:
+        return {a.config.device_id: (a.holder.model.info.version if a.holder.model else None) for a in self.agents}
+
+    def _traffic(self) -> None:
+        """Round-robin synthetic requests over the devices at the configured per-device rate."""
+        rate = self.config.requests_per_second * max(1, len(self.agents))
+        rng = np.random.default_rng(0)
+        period = 1.0 / rate if rate > 0 else 1.0
+        for agent in itertools.cycle(self.agents):
+            if self._stop.wait(period):
+                return
+            model = agent.holder.model
+            if model is None:
+                continue
+            feeds = self._sample_for(model, rng)
+            if feeds is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                if self.config.error_rate and rng.random() < self.config.error_rate:
+                    raise RuntimeError("injected fault")
+                outputs = model.run(feeds)
+            except Exception:
+                agent.recorder.error(model)
+                continue
+            agent.recorder.observe(model, feeds, outputs, time.perf_counter() - t0)
+
+    def _sample_for(self, model: Any, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        key = id(model)
+        if key not in self._samples:
+            path = Path(model.bundle) / "samples.npz"
+            if not path.is_file():
+                return None
+            with np.load(path, allow_pickle=False) as s:
+                self._samples[key] = model.prepare({k[len("input/"):]: s[k] for k in s.files if k.startswith("input/")})
+        feeds = self._samples[key]
+        n = len(next(iter(feeds.values())))
+        i = int(rng.integers(n))
+        return {k: v[i:i + 1] for k, v in feeds.items()}
