@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 export PIP_ROOT_USER_ACTION=ignore
 
-apt_packages=(mosquitto mosquitto-clients chromium chromium-driver)
+apt_packages=(mosquitto mosquitto-clients chromium chromium-driver postgresql)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -16,6 +16,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # The broker is started by the tests on a free port, never as a system service.
 systemctl disable --now mosquitto >/dev/null 2>&1 || true
+systemctl disable --now postgresql >/dev/null 2>&1 || true
 
 # PyTorch first, pinned to the CPU build: an unpinned torch resolves to a multi-GB CUDA build.
 # Elsewhere, take torch from PyTorch's CPU-only wheel index first (README: "PyTorch").

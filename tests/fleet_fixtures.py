@@ -133,7 +133,8 @@ class Fleet:
         return body if status == 200 else None
 
 
-def start_fleet(root: Path, keys: tuple[Path, Path], broker_url: str | None = None, mqtt_port: int | None = None) -> Fleet:
+def start_fleet(root: Path, keys: tuple[Path, Path], broker_url: str | None = None, mqtt_port: int | None = None,
+                extra: list[str] | None = None) -> Fleet:
     http = free_port()
     data = root / f"fleet-{http}"
     args = ["fleet", "serve", "--http-port", str(http), "--data", str(data), "--token", TOKEN,
@@ -144,6 +145,7 @@ def start_fleet(root: Path, keys: tuple[Path, Path], broker_url: str | None = No
         mqtt_port = mqtt_port or free_port()
         args += ["--mqtt-port", str(mqtt_port)]
         broker_url = f"mqtt://127.0.0.1:{mqtt_port}"
+    args += extra or []
     proc = spawn(args, root / f"fleet-{http}.log", root)
     fleet = Fleet(f"http://127.0.0.1:{http}", proc, data, broker_url)
     try:
@@ -213,3 +215,47 @@ def served_version(device: Device, model: str) -> str | None:
         return _get_json(f"{device.url}/v2/models/{model}")["versions"][0]
     except Exception:
         return None
+
+
+@dataclass
+class Postgres:
+    port: int
+    data: Path
+    proc: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/edgeml"
+
+    def stop(self) -> None:
+        import shutil
+
+        self.proc.terminate()
+        self.proc.wait(20)
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def start_postgres(root: Path) -> Postgres:
+    """A throwaway PostgreSQL server (Debian's postgresql package) on a free port, trust auth on loopback."""
+    import shutil
+    import tempfile
+
+    # The server runs as the postgres user, which cannot enter pytest's private tmp dirs.
+    home = Path(tempfile.mkdtemp(prefix="edgeml-pg-"))
+    shutil.chown(home, "postgres")
+    data, sockets = home / "data", home / "sock"
+    run_as = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(run_as + [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run(run_as + ["mkdir", str(sockets)], check=True)
+    port = free_port()
+    proc = subprocess.Popen(run_as + [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
+                                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: port_open(port), 30, "postgres")
+    wait_until(lambda: subprocess.run(run_as + [str(PG_BIN.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(port), "edgeml"],
+                                      capture_output=True).returncode == 0, 30, "createdb")
+    return Postgres(port, data, proc)

@@ -161,3 +161,25 @@ def test_cli_reports_devices_with_telemetry_over_the_embedded_broker(tmp_path, k
     finally:
         device.proc.kill()
         fleet.proc.terminate()
+
+
+@pytest.mark.slow
+def test_fleet_runs_on_postgres(tmp_path_factory, keys, bundles, mosquitto):
+    from fleet_fixtures import start_postgres
+
+    root = tmp_path_factory.mktemp("pg")
+    pg = start_postgres(root)
+    fleet = start_fleet(root, keys, broker_url=mosquitto.url, extra=["--db", pg.url])
+    device = start_device(root, "pg-dev", mosquitto.url, keys[1])
+    try:
+        wait_until(lambda: device_state(fleet, "pg-dev"), 30, "registration")
+        assert push(fleet, bundles[0])[0] == 201
+        assert assign(fleet, "iris", "1.0", device="pg-dev")[0] == 200
+        wait_until(lambda: device_state(fleet, "pg-dev")[:2] == ("active", "1.0"), 60, "install")
+        infer(device.url, "iris", X)
+        wait_until(lambda: fleet.device("pg-dev")["telemetry"]["requests"] >= 1, 30, "telemetry in postgres")
+        assert not (fleet.data / "fleet.db").exists()  # nothing went to SQLite
+    finally:
+        device.proc.kill()
+        fleet.proc.terminate()
+        pg.stop()
