@@ -93,9 +93,10 @@ class Traffic:
 
 
 @pytest.mark.slow
-def test_three_devices_install_signed_versions_without_a_failed_request(tmp_path, keys, bundles, mosquitto):
-    fleet = start_fleet(tmp_path, keys, broker_url=mosquitto.url)
-    devices = [start_device(tmp_path, f"dev{i}", mosquitto.url, keys[1], tags=f"site={'a' if i < 2 else 'b'}") for i in range(3)]
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_three_devices_install_signed_versions_without_a_failed_request(tmp_path, keys, bundles, mosquitto, broker):
+    fleet = start_fleet(tmp_path, keys, broker_url=mosquitto.url if broker == "mosquitto" else None)
+    devices = [start_device(tmp_path, f"dev{i}", fleet.broker_url, keys[1], tags=f"site={'a' if i < 2 else 'b'}") for i in range(3)]
     try:
         wait_until(lambda: all(device_state(fleet, d.device_id) for d in devices), 30, "devices to register")
         assert not devices[0].ready()  # a new device is live but not ready
