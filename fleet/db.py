@@ -51,7 +51,7 @@ telemetry = Table(
     Column("version", String(64)),
     Column("received_at", Float, nullable=False, index=True),
     Column("seq", BigInteger),
-    Column("payload", JSON, nullable=False),
+    Column("payload", Text, nullable=False),  # the message as received (validated JSON): never re-encoded
 )
 
 events = Table(
@@ -81,5 +81,7 @@ def connect(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
+    from .rollouts import models as _rollout_tables  # noqa: F401  (the rollout tables join this metadata)
+
     metadata.create_all(engine)
     return engine

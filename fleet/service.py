@@ -19,6 +19,7 @@ from .broker import EmbeddedBroker
 from .bus import FleetBus
 from .devices import DeviceRegistry
 from .registry import Registry
+from .rollouts.engine import RolloutEngine
 from .store import BlobStore
 from .telemetry import IngestCounters, TelemetryIngest, aggregate, drift_for, rows_since
 
@@ -59,6 +60,7 @@ class FleetService:
         self.broker: EmbeddedBroker | None = None
         self.bus: FleetBus | None = None
         self._known: set[str] = set()
+        self.rollouts = RolloutEngine(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start_mqtt(self) -> None:
@@ -72,8 +74,10 @@ class FleetService:
             "telemetry": self.on_telemetry, "events": self.on_event,
         }, self.counters)
         self.bus.start()
+        self.rollouts.start()
 
     def stop(self) -> None:
+        self.rollouts.stop()
         if self.bus:
             self.bus.stop()
         self.ingest.close()
@@ -100,7 +104,7 @@ class FleetService:
         if device_id not in self._known and self.devices.get(device_id) is None:
             raise ProtocolError("unknown_device", device_id)
         self._known.add(device_id)
-        self.ingest.submit(device_id, msg)
+        self.ingest.submit(device_id, msg, payload)
 
     def on_event(self, device_id: str, payload: bytes) -> None:
         msg = require_fields(parse_json(payload), EVENT_FIELDS)
