@@ -11,28 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from edgeml.histograms import categorical_histogram, numeric_histogram
 from edgeml.schema import Schema
 
 from .options import Task
 from .validate import TaskInfo, predictions
 
 MAX_PER_COLUMN_FEATURES = 64
-QUANTILES = np.linspace(0.1, 0.9, 9)
-MAX_CATEGORIES = 50
-
-
-def numeric_histogram(values: np.ndarray) -> dict[str, Any]:
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    values = values[np.isfinite(values)]
-    edges = np.unique(np.quantile(values, QUANTILES)) if values.size else np.array([])
-    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
-    return {"kind": "numeric", "edges": [float(e) for e in edges], "counts": counts.tolist()}
-
-
-def categorical_histogram(values: np.ndarray) -> dict[str, Any]:
-    cats, counts = np.unique(np.asarray(values).astype(str).reshape(-1), return_counts=True)
-    order = np.argsort(-counts)[:MAX_CATEGORIES]
-    return {"kind": "categorical", "categories": [str(c) for c in cats[order]], "counts": counts[order].tolist() + [0]}
 
 
 def feature_histograms(schema: Schema, feeds: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -93,6 +93,18 @@ def test_pipeline_artifact_takes_raw_features_with_missing_values(signed_tabular
     assert label.shape == (2,) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_kmeans_fitted_on_float64_converts(run_cli, tmp_path):
+    from sklearn.cluster import KMeans
+
+    X = np.random.default_rng(0).normal(size=(200, 3))  # float64
+    joblib.dump(KMeans(4, n_init=2, random_state=0).fit(X), tmp_path / "km.joblib")
+    np.savez(tmp_path / "val.npz", input=X)
+    bundle = convert_or_fail(run_cli, tmp_path / "km.joblib", "--out", tmp_path / "b", "--name", "km", "--version", "1",
+                             "--validation", tmp_path / "val.npz")
+    v = read_manifest(bundle).artifacts[0].validation
+    assert v["passed"] and v["top1_agreement"] >= 0.99
+
+
 def test_tree_ensemble_int8_is_refused_before_any_work(run_cli, tmp_path):
     from sklearn.ensemble import RandomForestClassifier
 

@@ -171,9 +171,14 @@ def _reference(model: Any, final: Any, columns: list[str] | None, schema: Any, o
     if "scores" in out_names and hasattr(final, "cluster_centers_"):
         methods["scores"] = lambda X: np.asarray(model.transform(X), dtype=np.float32)
     input_names = [s.name for s in schema.inputs]
+    # The device computes in float32, so the source sees float32 too (trees then match exactly);
+    # estimators whose fitted arrays are float64 and that refuse float32 input (KMeans) get float64
+    # values of the same float32 numbers.
+    fitted = getattr(final, "cluster_centers_", None)
+    dtype = np.float64 if fitted is not None and fitted.dtype == np.float64 else np.float32
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        X = _frame(feeds, input_names, columns) if columns else feeds[input_names[0]].astype(np.float32)
+        X = _frame(feeds, input_names, columns) if columns else feeds[input_names[0]].astype(np.float32).astype(dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return {name: fn(X) for name, fn in methods.items()}

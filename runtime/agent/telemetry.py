@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeml.histograms import bin_counts
+
 from ..metrics import LATENCY_BUCKETS
 
 MAX_SAMPLED_REQUESTS = 500  # per interval, for the feature and prediction histograms
@@ -22,6 +24,7 @@ MAX_SAMPLED_REQUESTS = 500  # per interval, for the feature and prediction histo
 class TelemetryRecorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.mirror: Any = None  # optional callable(model, feeds, outputs, seconds): the shadow's sampler (O(1))
         self._reset(time.monotonic())
         self.seq = 0
         try:
@@ -47,6 +50,8 @@ class TelemetryRecorder:
             self.latency[i] += 1
             if len(self.samples) < MAX_SAMPLED_REQUESTS:
                 self.samples.append((model, feeds, outputs))
+        if self.mirror is not None:
+            self.mirror(model, feeds, outputs, seconds)
 
     def error(self, model: Any) -> None:
         with self._lock:
@@ -90,14 +95,14 @@ def bin_samples(reference: dict[str, Any], samples: list[tuple[dict[str, np.ndar
         values = [_feature_values(f, ref) for f, _ in samples]
         values = [v for v in values if v is not None]
         if values:
-            features[ref["feature"]] = _counts(ref, np.concatenate(values))
+            features[ref["feature"]] = bin_counts(ref, np.concatenate(values))
     prediction = None
     ref_pred = reference.get("prediction")
     if ref_pred and ref_pred.get("output"):
         preds = [_prediction_values(o, ref_pred) for _, o in samples]
         preds = [p for p in preds if p is not None]
         if preds:
-            prediction = _counts(ref_pred, np.concatenate(preds))
+            prediction = bin_counts(ref_pred, np.concatenate(preds))
     return features, prediction
 
 
@@ -119,15 +124,3 @@ def _prediction_values(outputs: dict[str, np.ndarray], ref: dict[str, Any]) -> n
     if ref["kind"] == "categorical" and out.ndim == 2 and out.shape[1] > 1 and out.dtype.kind == "f":
         return out.argmax(axis=1)
     return out.reshape(-1)
-
-
-def _counts(ref: dict[str, Any], values: np.ndarray) -> list[int]:
-    if ref["kind"] == "numeric":
-        edges = np.asarray(ref["edges"], dtype=np.float64)
-        v = values.astype(np.float64)
-        v = v[np.isfinite(v)]
-        return np.bincount(np.searchsorted(edges, v, side="left"), minlength=len(edges) + 1).tolist()
-    cats = {c: i for i, c in enumerate(ref["categories"])}
-    other = len(ref["categories"])
-    idx = np.fromiter((cats.get(str(x), other) for x in values.tolist()), dtype=np.int64, count=len(values))
-    return np.bincount(idx, minlength=other + 1).tolist()

@@ -1,0 +1,87 @@
+"""`edgeml train`: the command line over train.training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgeml.errors import UsageError
+from edgeml.table import print_table
+
+from .config import load_config
+from .data import DATASETS
+from .models import MODELS
+from .options import Device, SearchKind, TaskKind, TrainOptions
+
+
+@click.command("train")
+@click.option("--config", type=click.Path(path_type=Path), is_eager=True, callback=load_config,
+              help="YAML file with any of these options (flags given here win).")
+@click.option("--data", type=click.Path(path_type=Path), help="Training data: a .csv or .parquet file.")
+@click.option("--dataset", help=f"A dataset bundled with scikit-learn instead of --data: {', '.join(DATASETS)}.")
+@click.option("--target", help="Column to predict [bundled datasets: target].")
+@click.option("--task", type=click.Choice([t.value for t in TaskKind]), help="[default: inferred from the target]")
+@click.option("--model", "model", help=f"Model: {', '.join(MODELS)}.")
+@click.option("--search", type=click.Choice([s.value for s in SearchKind]), default="none", show_default=True,
+              help="Hyperparameter search.")
+@click.option("--trials", type=int, default=20, show_default=True, help="Candidates for random search, trials for bayes.")
+@click.option("--cv", type=int, default=5, show_default=True, help="Cross-validation folds.")
+@click.option("--test-size", type=float, default=0.2, show_default=True, help="Fraction held out as the test split.")
+@click.option("--sensitive", help="Column to check for bias: per-group accuracy, selection rate, TPR and gaps.")
+@click.option("--bias-threshold", type=float, default=0.1, show_default=True, help="Flag a per-group gap above this.")
+@click.option("--positive-label", help="Bias: the favourable class [default: the last class].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice([d.value for d in Device]), default="cpu", show_default=True, help="PyTorch models.")
+@click.option("--epochs", type=int, help="PyTorch models: maximum epochs (early stopping may end sooner).")
+@click.option("--jobs", "n_jobs", type=int, default=-1, show_default=True, help="Parallel processes for CV and search (-1: all cores).")
+@click.option("--mlflow", "mlflow_uri", metavar="URI", help="Log the run to MLflow at URI (needs edgeml[mlflow]).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory to create.")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def train(config: Path | None, data: Path | None, dataset: str | None, target: str | None, task: str | None, model: str | None,
+          search: str, trials: int, cv: int, test_size: float, sensitive: str | None, bias_threshold: float,
+          positive_label: str | None, seed: int, device: str, epochs: int | None, n_jobs: int, mlflow_uri: str | None,
+          out: Path | None, force: bool, as_json: bool) -> None:
+    """Train a model with cross-validation, search, evaluation and bias checks into a run directory.
+
+    The run directory holds the model, metrics.json, report.html, reference histograms and
+    calibration/validation samples; `edgeml convert RUN_DIR` turns it into a bundle.
+    """
+    from .progress import Reporter
+    from .training import train as run_train
+
+    if not model:
+        raise UsageError(f"pass --model NAME ({', '.join(MODELS)})")
+    if out is None:
+        raise UsageError("pass --out DIR (the run directory to create)")
+    options = TrainOptions(
+        out=Path(out), model=model, data=Path(data) if data else None, dataset=dataset, target=target,
+        task=TaskKind(task) if task else None, search=SearchKind(search), trials=trials, cv=cv, test_size=test_size,
+        sensitive=sensitive, bias_threshold=bias_threshold, positive_label=positive_label, seed=seed, device=Device(device),
+        epochs=epochs, n_jobs=n_jobs, mlflow=mlflow_uri, force=force,
+    )
+    result = run_train(options, Reporter(quiet=as_json))
+    if as_json:
+        click.echo(json.dumps({"out": str(result.out), "convert": result.convert_command, **result.summary}, indent=2))
+        return
+    _print(result)
+
+
+def _print(result) -> None:
+    s = result.summary
+    rows = [[k, v] for k, v in s["evaluation"]["metrics"].items()]
+    rows.append([f"cv {s['search']['scoring']}", s["search"]["cv_score"]])
+    print_table(f"{s['model']} ({s['task']}) -> {result.out}", ["metric (test split)", "value"], rows)
+    if s["search"]["best_params"]:
+        click.echo("best parameters: " + json.dumps(s["search"]["best_params"]))
+    d = s["data"]
+    click.echo(f"data: {d['rows_read']} rows read, {d['duplicates_dropped']} duplicates dropped, "
+               f"{sum(d['missing_values'].values())} missing values imputed, {d['train_rows']} train / {d['test_rows']} test")
+    if s["bias"]:
+        b = s["bias"]
+        state = f"FLAGGED ({', '.join(b['flagged'])})" if b["flagged"] else "no gap above threshold"
+        click.echo(f"bias by {b['column']}: gaps {json.dumps(b['gaps'])}, threshold {b['threshold']}: {state}")
+    click.echo(f"report: {result.out / 'report.html'}")
+    click.echo(f"next: {result.convert_command}")
