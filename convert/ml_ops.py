@@ -4,6 +4,7 @@ their ai.onnx.ml operators and stay ONNX-only.
 
     Scaler(x; offset, scale)              -> Mul(Sub(x, offset), scale)
     ArrayFeatureExtractor(classes, idx)   -> Gather(classes, idx, axis=0)   (classes a 1-D initializer)
+    Imputer(x; imputed values, NaN)       -> Where(IsNaN(x), values, x)     (Equal(x, v) for a non-NaN v)
 """
 
 from __future__ import annotations
@@ -35,7 +36,25 @@ def _array_feature_extractor(onnx: Any, node: Any, inits: dict[str, Any]) -> lis
     return [onnx.helper.make_node("Gather", list(node.input), list(node.output), axis=0)]
 
 
-REWRITES: dict[str, Rewrite] = {"Scaler": _scaler, "ArrayFeatureExtractor": _array_feature_extractor}
+def _imputer(onnx: Any, node: Any, inits: dict[str, Any]) -> list[Any] | None:
+    attrs = {a.name: a for a in node.attribute}
+    if "imputed_value_floats" not in attrs:
+        return None  # integer imputation: keep the ai.onnx.ml node
+    base = node.name or node.output[0]
+    fill = f"{base}_fill"
+    inits[fill] = onnx.numpy_helper.from_array(np.asarray(list(attrs["imputed_value_floats"].floats), np.float32), fill)
+    replaced = attrs["replaced_value_float"].f if "replaced_value_float" in attrs else float("nan")
+    missing = f"{base}_missing"
+    if np.isnan(replaced):
+        test = onnx.helper.make_node("IsNaN", [node.input[0]], [missing])
+    else:
+        value = f"{base}_replaced"
+        inits[value] = onnx.numpy_helper.from_array(np.asarray([replaced], np.float32), value)
+        test = onnx.helper.make_node("Equal", [node.input[0], value], [missing])
+    return [test, onnx.helper.make_node("Where", [missing, fill, node.input[0]], [node.output[0]])]
+
+
+REWRITES: dict[str, Rewrite] = {"Scaler": _scaler, "ArrayFeatureExtractor": _array_feature_extractor, "Imputer": _imputer}
 
 
 def remaining_ml_ops(model: Any) -> list[str]:
