@@ -2,19 +2,21 @@
 
 ONNX graphs reach TensorFlow through onnx2tf (inputs kept in the source's layout, batch axis kept
 dynamic); Keras/SavedModel sources go straight from TF. fp16 stores float16 weights; int8 is
-full-integer (int8 weights and activations, float32 inputs/outputs) when --calibration is given and
-dynamic-range (int8 weights) otherwise.
+full-integer (int8 weights and activations, float32 inputs/outputs, calibrated) for convolutional
+graphs and dynamic-range (int8 weights) for MatMul graphs, as for ONNX; --quantization overrides.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from edgeml.errors import ConversionError, UnsupportedModelError
+from edgeml.errors import ConversionError, DataError, UnsupportedModelError
 
 from .. import tf_graph
 from ..quiet import silenced
-from ..options import Precision
+from ..onnx_utils import op_types
+from ..options import Precision, QuantMode
+from ..quantize.onnx_int8 import CONV_OPS
 from ..quantize.calibration import checked_samples, one_by_one
 from ..sources.base import SourceModel
 from .base import ExportContext, ExportedArtifact
@@ -32,11 +34,24 @@ def _fp16(tf: Any, converter: Any, ctx: ExportContext) -> dict[str, Any]:
     return {"weights": "float16", "io_dtype": "float32"}
 
 
+def _full_integer(ctx: ExportContext) -> bool:
+    """Same rule as ONNX int8: calibrated full-integer for convolutional graphs, dynamic-range (int8
+    weights, float activations) for MatMul graphs, whose raw inputs often mix scales that one int8
+    input quantizer cannot hold (e.g. tabular features from 0.01 to 4000); --quantization overrides."""
+    mode = ctx.options.quant.mode
+    if mode == QuantMode.DYNAMIC:
+        return False
+    if mode == QuantMode.STATIC:
+        if ctx.calibration is None:
+            raise DataError("tflite full-integer (static) int8 needs --calibration FILE")
+        return True
+    return ctx.calibration is not None and bool(op_types(ctx.source.onnx_model) & CONV_OPS)
+
+
 def _int8(tf: Any, converter: Any, ctx: ExportContext) -> dict[str, Any]:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if ctx.calibration is None:
-        return {"quantization": "dynamic_range", "weights": "int8", "activations": "float32",
-                "note": "pass --calibration for full-integer int8"}
+    if not _full_integer(ctx):
+        return {"quantization": "dynamic_range", "weights": "int8", "activations": "float32"}
     n = checked_samples(ctx.calibration.feeds, "tflite full-integer int8")
     samples = one_by_one(ctx.calibration.feeds)
     converter.representative_dataset = lambda: iter(samples)
