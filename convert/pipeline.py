@@ -20,7 +20,7 @@ from edgeml.schema import Schema, TensorSpec
 from edgeml.runtime.backends import BackendOptions, get_backend
 
 from .data import Dataset, load_dataset, synthetic_dataset
-from .execution import measure_latency, run_all
+from .execution import batch_size, measure_latency, run_all
 from .exporters import ExportContext, get_exporter
 from .options import ConvertOptions, Precision
 from .reference import reference_statistics
@@ -74,10 +74,11 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
                 artifact = exp.export(ctx, precision)
                 step(f"validating {exp.format}/{precision.value} on {exp.backend}")
                 session = get_backend(exp.backend).load(builder.root / artifact.path, BackendOptions(threads=1, precision=precision.value))
-                actual = run_all(session.run, validation.feeds, _artifact_schema(source.schema, artifact.details))
+                schema = _artifact_schema(source.schema, artifact.details)
+                actual = run_all(session.run, validation.feeds, schema)
                 report = validate(reference, actual, source.comparable_outputs, info,
                                   options.tolerance_for(precision), validation.labels, validation.source)
-                sample = {k: v[:1] for k, v in validation.feeds.items()}
+                sample = _latency_sample(validation.feeds, batch_size(schema) or 1)
                 latency = measure_latency(session.run, sample, runs=options.latency_runs)
                 entry = ArtifactEntry(exp.format, precision.value, exp.backend, artifact.path,
                                       builder.entries_under(artifact.files_root), report.to_dict(), latency, artifact.details)
@@ -115,6 +116,11 @@ def _source_kind_hint(source: str) -> str:
     from .sources import loaders
 
     return next((l.name for l in loaders() if l.matches(source)), "unknown")
+
+
+def _latency_sample(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """One sample (dynamic batch), or the artifact's fixed batch made by repeating the first sample."""
+    return {k: np.repeat(v[:1], batch, axis=0) for k, v in feeds.items()}
 
 
 def _artifact_schema(schema: Schema, details: dict) -> Schema:

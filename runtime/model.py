@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeml.errors import EdgeMLError, UsageError
+from edgeml.errors import DataError, EdgeMLError, UsageError
 from edgeml.manifest import ArtifactEntry, Manifest
 from edgeml.schema import TensorSpec
 
@@ -54,9 +54,13 @@ class Model:
         self.outputs: list[TensorSpec] = manifest.outputs
         self.labels = manifest.labels
         self._session = session
-        self._run = session.run  # bound once: the hot path does no attribute lookups beyond this
-        self.prepare = FeedBuilder(manifest.inputs, artifact.details.get("io_dtype"))
-        self.dynamic_batch = all(s.has_dynamic_batch for s in manifest.inputs)
+        # A fixed-batch artifact takes any number of samples: they are run `fixed_batch` at a time.
+        self.fixed_batch: int | None = fixed_batch(manifest.inputs, artifact)
+        self.dynamic_batch = self.fixed_batch is None and all(s.has_dynamic_batch for s in manifest.inputs)
+        # Bound once: the hot path does no attribute lookups beyond this.
+        self._run = session.run if self.fixed_batch is None else self._run_in_batches
+        specs = manifest.inputs if self.fixed_batch is None else [_any_batch(s) for s in manifest.inputs]
+        self.prepare = FeedBuilder(specs, artifact.details.get("io_dtype"))
 
     @property
     def name(self) -> str:
@@ -84,6 +88,27 @@ class Model:
         except Exception as exc:
             raise self._backend_error(exc) from None
 
+    def _run_in_batches(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        """Run `fixed_batch` samples per backend call, the last chunk padded by repeating its last sample."""
+        step = self.fixed_batch
+        n = len(next(iter(feeds.values())))
+        if n == step:
+            return self._session.run(feeds)
+        if n == 0:
+            raise DataError(f"no samples given; {self.info.name} runs {step} sample(s) per call and needs at least one")
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, step):
+            real = min(step, n - start)
+            chunk = {k: v[start:start + step] for k, v in feeds.items()}
+            if real < step:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], step - real, axis=0)]) for k, v in chunk.items()}
+            for name, value in self._session.run(chunk).items():
+                if np.ndim(value) == 0 or len(value) != step:
+                    raise InferenceError(f"output {name!r} of {self.info.name} has no batch axis of {step} (shape "
+                                         f"{list(np.shape(value))}); call it with exactly {step} sample(s)")
+                parts.setdefault(name, []).append(value[:real])
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
     def _backend_error(self, exc: Exception) -> EdgeMLError:
         if isinstance(exc, EdgeMLError):
             return exc
@@ -94,6 +119,19 @@ class Model:
     def __repr__(self) -> str:
         i = self.info
         return f"<Model {i.name} {i.version} {i.format}/{i.precision} on {i.backend}>"
+
+
+def fixed_batch(inputs: list[TensorSpec], artifact: ArtifactEntry) -> int | None:
+    """The artifact's fixed batch size (from its details or the schema's axis 0), None when dynamic."""
+    recorded = artifact.details.get("fixed_batch")
+    if recorded:
+        return int(recorded)
+    fixed = {s.shape[0] for s in inputs if s.shape and s.shape[0] is not None}
+    return min(fixed) if fixed else None
+
+
+def _any_batch(spec: TensorSpec) -> TensorSpec:
+    return TensorSpec(spec.name, spec.dtype, [None, *spec.shape[1:]], spec.feature_names) if spec.shape else spec
 
 
 def load(

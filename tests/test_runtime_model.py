@@ -200,3 +200,62 @@ def test_not_a_bundle_is_a_bundle_error(tmp_path):
         load(tmp_path / "missing")
     with pytest.raises(BundleError, match="no manifest.json"):
         load(tmp_path)
+
+
+# -- fixed-batch artifacts -----------------------------------------------------------------------
+
+FIXED_BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def fixed_batch_bundle(tmp_path_factory):
+    """An ONNX graph y = x @ W + b whose input is pinned to [2, 4], converted into a bundle; and W, b."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeml.convert.options import ConvertOptions
+    from edgeml.convert.pipeline import convert
+
+    root = tmp_path_factory.mktemp("fixed-batch")
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])], "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [FIXED_BATCH, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [FIXED_BATCH, 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), root / "affine.onnx")
+    np.savez(root / "cal.npz", x=rng.normal(size=(21, 4)).astype(np.float32))
+    bundle = convert(ConvertOptions(source=str(root / "affine.onnx"), out=root / "affine-1", name="affine", version="1",
+                                    calibration=root / "cal.npz", task=None, latency_runs=2)).bundle
+    return bundle, w, b
+
+
+@pytest.mark.parametrize("n", [1, FIXED_BATCH, 3, 7])
+def test_fixed_batch_artifact_runs_any_number_of_samples_in_padded_chunks(fixed_batch_bundle, n):
+    bundle, w, b = fixed_batch_bundle
+    model = load(bundle)
+    assert model.inputs[0].shape == [FIXED_BATCH, 4] and model.fixed_batch == FIXED_BATCH and not model.dynamic_batch
+    x = np.random.default_rng(n).normal(size=(n, 4)).astype(np.float32)
+    y = model.predict(x)["y"]
+    assert y.shape == (n, 3)
+    np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_batch_artifact_refuses_an_empty_batch_and_wrong_feature_count(fixed_batch_bundle):
+    model = load(fixed_batch_bundle[0])
+    with pytest.raises(DataError, match="no samples"):
+        model.predict(np.zeros((0, 4), np.float32))
+    with pytest.raises(DataError, match=r"'x' expects shape \[\?, 4\]"):
+        model.predict(np.zeros((3, 5), np.float32))
+
+
+def test_fixed_batch_recorded_in_artifact_details_is_honoured(tmp_path):
+    bundle = copy_bundle(bundles().mlp, tmp_path)
+    edit_manifest(bundle, lambda m: [a["details"].update(fixed_batch=4) for a in m["artifacts"] if a["precision"] == "fp32"])
+    model = load(bundle, precision="fp32")
+    assert model.fixed_batch == 4
+    inputs, reference = samples(bundle)
+    out = model.predict(inputs["input"][:10])
+    np.testing.assert_array_equal(out["label"], reference["label"][:10])
+    np.testing.assert_allclose(out["probabilities"], reference["probabilities"][:10], atol=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -271,3 +272,61 @@ def test_serves_on_a_unix_socket(serve, mlp, tmp_path):
     client.close()
     daemon.stop()
     assert not path.exists()
+
+
+# -- HTTP request parsing (the daemon's own lean parser) -----------------------------------------
+
+def _raw_exchange(url: str, data: bytes) -> tuple[list[bytes], bool]:
+    """Send raw bytes; return every response received (status lines) and whether the server closed."""
+    import socket
+
+    host, port = url[len("http://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(data)
+        received, closed = b"", False
+        sock.settimeout(0.5)
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                received += chunk
+        except TimeoutError:
+            pass
+    return re.findall(rb"HTTP/1\.[01] \d{3} [A-Za-z -]+", received), closed
+
+
+def _post(body: bytes, *headers: str, version: str = "HTTP/1.1") -> bytes:
+    head = [f"POST /v2/models/mlp/infer {version}", "Host: x", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_header_names_in_any_case_and_keep_alive_until_connection_close(serve, mlp):
+    import json
+
+    daemon, _ = serve(mlp)
+    body = json.dumps(infer_body({"input": _x(1)})).encode()
+    first = _post(body, f"content-LENGTH: {len(body)}", "CONTENT-TYPE: application/json")
+    last = _post(body, f"Content-Length: {len(body)}", "connection: Close")
+    statuses, closed = _raw_exchange(daemon.url, first + first + last)
+    assert [s.split()[1] for s in statuses] == [b"200", b"200", b"200"] and closed
+
+
+def test_http_1_0_is_answered_then_closed(serve, mlp):
+    daemon, _ = serve(mlp)
+    statuses, closed = _raw_exchange(daemon.url, b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+    assert statuses == [b"HTTP/1.1 200 OK"] and closed
+
+
+@pytest.mark.parametrize("headers, status", [
+    (("Content-Length: 2", "Content-Length: 3"), b"400"),  # conflicting lengths: request smuggling
+    (("no colon here",), b"400"),
+    ((" folded: continuation",), b"400"),
+    (tuple(f"X-H{i}: v" for i in range(150)), b"431"),
+])
+def test_malformed_request_heads_get_a_4xx_and_the_connection_closes(serve, mlp, headers, status):
+    daemon, client = serve(mlp)
+    statuses, closed = _raw_exchange(daemon.url, _post(b"{}", *headers))
+    assert [s.split()[1] for s in statuses] == [status] and closed
+    assert client.get("/v2/health/live") == (200, {"live": True})

@@ -210,5 +210,13 @@ def _tensor(name: str, value: np.ndarray) -> dict[str, Any]:
         datatype = "BYTES"
     else:
         data = arr.reshape(-1).tolist()
-        datatype = dtypes.from_numpy(arr.dtype).oip
+        datatype = _OIP_BY_NUMPY.get(arr.dtype) or _oip_name(arr.dtype)
     return {"name": name, "shape": list(arr.shape), "datatype": datatype, "data": data}
+
+
+_OIP_BY_NUMPY: dict[np.dtype, str] = {}  # filled as output dtypes are met: the lookup by name is slow
+
+
+def _oip_name(dt: np.dtype) -> str:
+    name = _OIP_BY_NUMPY[dt] = dtypes.from_numpy(dt).oip
+    return name
