@@ -47,3 +47,21 @@ def test_string_columns_keep_a_pipeline_onnx_only(run_cli, tabular, tmp_path):
     assert result.exit_code != 0 and len(result.error_lines) == 1
     assert "tflite/fp32" in result.error_lines[0] and "OneHotEncoder" in result.error_lines[0]
     assert not (tmp_path / "b").exists()
+
+
+def test_bare_mlp_keeps_its_input_name_on_openvino(run_cli, tmp_path):
+    """OpenVINO folds the input Cast and may name the port after it; the artifact must keep `input`."""
+    from sklearn.neural_network import MLPClassifier
+
+    X = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        joblib.dump(MLPClassifier((32,), max_iter=300, random_state=0).fit(X, y), tmp_path / "m.joblib")
+    np.savez(tmp_path / "d.npz", input=X, label=y)
+    bundle = convert_or_fail(run_cli, tmp_path / "m.joblib", "--out", tmp_path / "b", "--name", "m", "--version", "1",
+                             "--to", "openvino", "--calibration", tmp_path / "d.npz")
+    from edgeml.runtime import load
+
+    model = load(bundle, backend="openvino")
+    assert model.predict({"input": X[:3]})["label"].shape == (3,)

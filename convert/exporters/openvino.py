@@ -69,13 +69,24 @@ def _converted(ov: Any, ctx: ExportContext) -> Any:
     onnx_path = ctx.cache.get("openvino_onnx") or save(portable(ctx.source.onnx_model), ctx.scratch / "openvino_source.onnx")
     ctx.cache["openvino_onnx"] = onnx_path
     try:
-        return ov.convert_model(str(onnx_path))
+        model = ov.convert_model(str(onnx_path))
     except Exception as exc:
         text = str(exc)
         found = _UNSUPPORTED_OPS.search(text)
         if found:
             raise UnsupportedModelError(f"openvino cannot express the operator(s) {found.group(1).strip()[:200]}; use --to onnx") from None
         raise ConversionError(f"openvino.convert_model failed: {text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__}") from None
+    _pin_names(model, ctx.source)
+    return model
+
+
+def _pin_names(model: Any, source: SourceModel) -> None:
+    """Give each input/output exactly the schema's tensor name: OpenVINO can attach extra aliases
+    (e.g. `cast_input` after folding a Cast), and `get_any_name()` may then return the alias."""
+    for ports, specs in ((model.inputs, source.schema.inputs), (model.outputs, source.schema.outputs)):
+        for port, spec in zip(ports, specs):
+            if spec.name in port.get_names():
+                port.get_tensor().set_names({spec.name})
 
 
 def _int8(ov: Any, model: Any, ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
