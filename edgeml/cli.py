@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "serve": "edgeml.runtime.cli_serve:serve",
     "train": "edgeml.train.cli:train",
     "fleet": "edgeml.fleet.cli:fleet",
+    "demo": "edgeml.demo_cli:demo",
 }
 SHORT_HELP: dict[str, str] = {
     "convert": "Convert a model into a validated, signed bundle.",
@@ -31,6 +32,7 @@ SHORT_HELP: dict[str, str] = {
     "serve": "Serve a bundle over the Open Inference Protocol (KServe v2 REST) with /metrics.",
     "train": "Train a model with CV, search, evaluation and bias checks into a run directory for convert.",
     "fleet": "Run the fleet service; push models, assign versions, watch devices.",
+    "demo": "Train, convert, deploy and roll out a model to simulated devices on this machine.",
 }
 
 

@@ -10,13 +10,15 @@ import hmac
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from edgeml.protocol import valid_device_id
 
+from .dashboard import dashboard_router
+from .dashboard.session import presented_token
 from .provision import provision_device
 from .registry import RegistryError
 from .service import FleetService
@@ -36,8 +38,7 @@ def create_app(service: FleetService) -> FastAPI:
     def auth(request: Request) -> None:
         if token is None:
             return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
+        given = presented_token(request)  # bearer header, or the dashboard's cookie
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token; pass --token or EDGEML_FLEET_TOKEN")
 
@@ -94,7 +95,7 @@ def create_app(service: FleetService) -> FastAPI:
         return _blob(service, digest, "application/octet-stream")
 
     @app.get("/api/v1/devices", dependencies=[Depends(auth)])
-    def devices(tag: list[str] | None = None, version: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+    def devices(tag: list[str] | None = Query(None, description="k=v; repeatable"), version: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         tags = dict(t.split("=", 1) for t in tag or [] if "=" in t)
         return service.devices_with_stats(tag=tags or None, version=version, state=state)
 
@@ -140,6 +141,9 @@ def create_app(service: FleetService) -> FastAPI:
     def stats() -> dict[str, Any]:
         return {**service.counters.snapshot(), "telemetry_stored": service.ingest.stored}
 
+    app.include_router(dashboard_router(service, auth))
+
+    app.include_router(service.rollouts.router(), dependencies=[Depends(auth)])
     return app
 
 

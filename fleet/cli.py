@@ -150,11 +150,14 @@ def provision(device: str, server: str, token: str | None, as_json: bool) -> Non
 @click.option("--duration", type=float, help="Stop after this many seconds [default: until Ctrl-C].")
 @click.option("--store", type=click.Path(path_type=Path), default=Path("edgeml-sim"), show_default=True, help="Root of the devices' stores.")
 @click.option("--id-prefix", default="sim", show_default=True)
-def simulate(devices, server, token, broker_url, verify_key, insecure, tags, rps, telemetry_interval, duration, store, id_prefix) -> None:
+@click.option("--traffic", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Requests drawn from this .npz (arrays keyed by input name) [default: the active bundle's golden samples].")
+def simulate(devices, server, token, broker_url, verify_key, insecure, tags, rps, telemetry_interval, duration, store, id_prefix,
+             traffic) -> None:
     """Run N simulated devices (the real device agent, one process) serving a synthetic load."""
     import time
 
-    from edgeml.runtime.agent.simulate import Simulation, SimulationConfig
+    from edgeml.runtime.agent.simulate import Simulation, SimulationConfig, load_traffic
     from edgeml.runtime.fleet_mode import parse_tags
     from edgeml.signing import load_public_key
 
@@ -166,7 +169,8 @@ def simulate(devices, server, token, broker_url, verify_key, insecure, tags, rps
         fleet_key = load_pem_public_key(info["fleet_public_key"].encode())
     bundle_key = load_public_key(verify_key) if verify_key else fleet_key
     sim = Simulation(SimulationConfig(devices, broker_url or info["url"], store, bundle_key, fleet_key, parse_tags(tags),
-                                      id_prefix, rps, telemetry_interval)).start()
+                                      id_prefix, rps, telemetry_interval,
+                                      traffic=load_traffic(traffic) if traffic else None)).start()
     click.echo(f"{devices} simulated devices on {broker_url or info['url']} (stores under {store}); Ctrl-C stops", err=True)
     try:
         deadline = time.monotonic() + duration if duration else None
@@ -187,3 +191,8 @@ def _kv(text: str) -> tuple[str, str]:
 
 def env_default(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
+
+
+from .rollouts.cli import rollout  # noqa: E402  (last: the subgroup reuses this module's options)
+
+fleet.add_command(rollout)

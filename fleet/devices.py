@@ -66,28 +66,37 @@ class DeviceRegistry:
         row.pop("credentials_hash", None)
         return row
 
-    def assign(self, device_ids: list[str], model: str, version: str, publish: Publish) -> list[dict[str, Any]]:
-        """Bump each device's sequence number, sign its desired document and publish it retained."""
+    def assign(self, device_ids: list[str], model: str, version: str, publish: Publish,
+               shadow: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """Bump each device's sequence number, sign its desired document and publish it retained.
+
+        `shadow` (model, version): a candidate the device installs beside the active model and mirrors
+        a sample of requests to (shadow rollouts); a document without it removes any shadow.
+        """
         docs = []
         with self.engine.begin() as conn:
             for device_id in device_ids:
                 seq = (conn.execute(select(db.devices.c.desired_seq).where(db.devices.c.id == device_id)).scalar() or 0) + 1
                 conn.execute(update(db.devices).where(db.devices.c.id == device_id)
                              .values(desired_seq=seq, desired_model=model, desired_version=version))
-                docs.append(self.desired_document(device_id, seq, model, version))
+                docs.append(self.desired_document(device_id, seq, model, version, shadow))
         for doc in docs:
             publish(self.topics.device(doc["device_id"], "desired"), sign_document(doc, self.sign_key), True)
         return docs
 
-    def desired_document(self, device_id: str, seq: int, model: str, version: str) -> dict[str, Any]:
+    def desired_document(self, device_id: str, seq: int, model: str, version: str,
+                         shadow: tuple[str, str] | None = None) -> dict[str, Any]:
+        doc = {"device_id": device_id, "seq": seq, **self._locations(model, version), "issued_at": time.time()}
+        if shadow is not None:
+            doc["shadow"] = self._locations(*shadow)
+        return doc
+
+    def _locations(self, model: str, version: str) -> dict[str, str]:
         base = f"{self.public_url}/api/v1"
-        return {
-            "device_id": device_id, "seq": seq, "model": model, "version": version,
-            "manifest_url": f"{base}/models/{model}/{version}/manifest.json",
-            "signature_url": f"{base}/models/{model}/{version}/manifest.sig",
-            "blob_url": f"{base}/blobs/",
-            "issued_at": time.time(),
-        }
+        return {"model": model, "version": version,
+                "manifest_url": f"{base}/models/{model}/{version}/manifest.json",
+                "signature_url": f"{base}/models/{model}/{version}/manifest.sig",
+                "blob_url": f"{base}/blobs/"}
 
     def select(self, selector: dict[str, str]) -> list[str]:
         return [d["id"] for d in self.list(tag=selector)]

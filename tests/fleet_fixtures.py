@@ -134,9 +134,9 @@ class Fleet:
 
 
 def start_fleet(root: Path, keys: tuple[Path, Path], broker_url: str | None = None, mqtt_port: int | None = None,
-                extra: list[str] | None = None) -> Fleet:
-    http = free_port()
-    data = root / f"fleet-{http}"
+                extra: list[str] | None = None, http_port: int | None = None, data: Path | None = None) -> Fleet:
+    http = http_port or free_port()
+    data = data or root / f"fleet-{http}"
     args = ["fleet", "serve", "--http-port", str(http), "--data", str(data), "--token", TOKEN,
             "--sign-key", str(keys[0]), "--verify-key", str(keys[1])]
     if broker_url:
@@ -146,7 +146,7 @@ def start_fleet(root: Path, keys: tuple[Path, Path], broker_url: str | None = No
         args += ["--mqtt-port", str(mqtt_port)]
         broker_url = f"mqtt://127.0.0.1:{mqtt_port}"
     args += extra or []
-    proc = spawn(args, root / f"fleet-{http}.log", root)
+    proc = spawn(args, root / f"fleet-{http}-{time.time_ns()}.log", root)
     fleet = Fleet(f"http://127.0.0.1:{http}", proc, data, broker_url)
     try:
         wait_until(lambda: fleet.api("GET", "/api/v1/health")[1]["mqtt_connected"], 60, "the fleet service")

@@ -27,6 +27,7 @@ from ..selection import Preference
 from ..server.holder import ModelHolder
 from .installer import InstallFailed, Installer, describe
 from .outbox import Outbox
+from .shadow import ShadowRunner
 from .store import DeviceStore
 from .telemetry import TelemetryRecorder
 
@@ -46,6 +47,7 @@ class AgentConfig:
     preference: Preference = field(default_factory=Preference.resolve)
     threads: int | None = None
     outbox_limit: int = 1000
+    shadow_sample: float = 0.25  # fraction of requests mirrored to a shadow candidate
 
 
 class DeviceAgent:
@@ -55,6 +57,9 @@ class DeviceAgent:
         self.store = DeviceStore(config.store)
         self.installer = Installer(self.store, config.bundle_key, config.preference, config.threads)
         self.recorder = TelemetryRecorder()
+        self.shadow = ShadowRunner(self.store.root / "shadow", lambda store: Installer(
+            store, config.bundle_key, config.preference, config.threads), config.shadow_sample)
+        self.recorder.mirror = self.shadow.offer
         self.outbox = Outbox(self.store.root / "outbox", config.outbox_limit)
         self.state = self.store.state()
         self.status = "idle"
@@ -107,6 +112,7 @@ class DeviceAgent:
         self.client.loop_stop()
         for t in self._threads:
             t.join(timeout=5)
+        self.shadow.stop()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -158,11 +164,20 @@ class DeviceAgent:
             if doc["seq"] < last or not active or (active.info.name, active.info.version) != (doc["model"], doc["version"]):
                 self._event("desired_rejected", reason="replay", detail=f"sequence {doc['seq']} is not newer than {last}",
                             seq=doc["seq"])
+            else:  # the applied document again (after a restart): bring its shadow back
+                self._update_shadow(doc)
             return
         if active is not None and (active.info.name, active.info.version) == (doc["model"], doc["version"]):
             self._applied(doc, active)
-            return
-        self._install(doc)
+        else:
+            self._install(doc)
+        self._update_shadow(doc)
+
+    def _update_shadow(self, doc: dict[str, Any]) -> None:
+        before = self.shadow.reported()
+        self.shadow.update(doc.get("shadow"), self._event)
+        if self.shadow.reported() != before:
+            self.publish_reported()
 
     def _install(self, doc: dict[str, Any]) -> None:
         target = {"model": doc["model"], "version": doc["version"], "seq": doc["seq"]}
@@ -206,6 +221,9 @@ class DeviceAgent:
             "arch": platform.machine(), "backends": available_backends(), "tags": self.config.tags, "ts": time.time(),
         }
         doc.update(describe(model) if model else {"model": None, "version": None})
+        shadow = self.shadow.reported()
+        if shadow is not None:
+            doc["shadow"] = shadow
         return doc
 
     def publish_reported(self) -> None:
@@ -223,7 +241,11 @@ class DeviceAgent:
             self.send_telemetry()
 
     def send_telemetry(self) -> None:
-        msg = self.recorder.collect(self.holder.model, {"dropped": self.outbox.dropped})
+        extra: dict[str, Any] = {"dropped": self.outbox.dropped}
+        shadow = self.shadow.collect()
+        if shadow is not None:
+            extra["shadow"] = shadow
+        msg = self.recorder.collect(self.holder.model, extra)
         self._publish_or_spool("telemetry", json.dumps(msg).encode())
 
     def _publish_or_spool(self, kind: str, payload: bytes) -> None:

@@ -1,5 +1,7 @@
 """Simulated devices: N real device agents in one process, each with its own store, MQTT session and
-model holder, serving a synthetic load drawn from the installed bundle's golden samples.
+model holder, serving a synthetic load drawn from the installed bundle's golden samples, or from a
+fixed traffic file (real inputs, independent of the installed version: a version that cannot serve them
+errors, as it would in the field).
 
 Used by `edgeml fleet simulate`, the demo, tests and the convergence benchmark.
 """
@@ -31,6 +33,7 @@ class SimulationConfig:
     requests_per_second: float = 5.0  # per device
     telemetry_interval: float = 5.0
     error_rate: float = 0.0  # fraction of synthetic requests counted as errors (fault injection)
+    traffic: dict[str, np.ndarray] | None = None  # inputs by name; None: the active bundle's golden samples
 
 
 class Simulation:
@@ -75,18 +78,28 @@ class Simulation:
             model = agent.holder.model
             if model is None:
                 continue
-            feeds = self._sample_for(model, rng)
-            if feeds is None:
+            raw = self._traffic_row(rng)
+            feeds = self._sample_for(model, rng) if raw is None else None
+            if raw is None and feeds is None:
                 continue
             t0 = time.perf_counter()
             try:
                 if self.config.error_rate and rng.random() < self.config.error_rate:
                     raise RuntimeError("injected fault")
+                if raw is not None:
+                    feeds = model.prepare(raw)  # real traffic: a version with another input schema fails here
                 outputs = model.run(feeds)
             except Exception:
                 agent.recorder.error(model)
                 continue
             agent.recorder.observe(model, feeds, outputs, time.perf_counter() - t0)
+
+    def _traffic_row(self, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        traffic = self.config.traffic
+        if not traffic:
+            return None
+        i = int(rng.integers(len(next(iter(traffic.values())))))
+        return {k: v[i:i + 1] for k, v in traffic.items()}
 
     def _sample_for(self, model: Any, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
         key = id(model)
@@ -100,3 +113,17 @@ class Simulation:
         n = len(next(iter(feeds.values())))
         i = int(rng.integers(n))
         return {k: v[i:i + 1] for k, v in feeds.items()}
+
+
+def load_traffic(path: Path) -> dict[str, np.ndarray]:
+    """Inputs of a traffic file: every array of the .npz, keyed by input name, rows along the first axis."""
+    from edgeml.errors import UsageError
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k[len("input/"):] if k.startswith("input/") else k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--traffic {path}: not a readable .npz file ({exc})") from None
+    if not arrays or len({len(a) for a in arrays.values()}) != 1 or any(a.ndim == 0 for a in arrays.values()):
+        raise UsageError(f"--traffic {path}: needs arrays keyed by input name with the same number of rows")
+    return arrays

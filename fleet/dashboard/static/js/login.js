@@ -1,0 +1,20 @@
+// The login page: the token is checked by the server and kept in an HttpOnly cookie.
+import { api } from "./api.js";
+
+const form = document.getElementById("login-form");
+const error = document.getElementById("login-error");
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  error.hidden = true;
+  try {
+    await api("/dashboard/login", { method: "POST", body: { token: form.token.value } });
+    const next = new URLSearchParams(location.search).get("next") || "";
+    // Only paths inside the dashboard: never an open redirect.
+    location.assign(next.startsWith("/dashboard/") ? next : "/dashboard/");
+  } catch (err) {
+    error.textContent = err.message;
+    error.hidden = false;
+    form.token.select();
+  }
+});
