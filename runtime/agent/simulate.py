@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from ..server.holder import ModelHolder
+from ..selection import Preference
 from .agent import AgentConfig, DeviceAgent
+
+
+def _backend_order(first: str) -> str:
+    """`first` preferred, the other backends as fallbacks (a device uses what its bundle offers)."""
+    from ..backends import BACKEND_MODULES
+
+    return ",".join([first] + [b for b in BACKEND_MODULES if b != first])
 
 
 @dataclass
@@ -34,6 +42,7 @@ class SimulationConfig:
     telemetry_interval: float = 5.0
     error_rate: float = 0.0  # fraction of synthetic requests counted as errors (fault injection)
     traffic: dict[str, np.ndarray] | None = None  # inputs by name; None: the active bundle's golden samples
+    backends: list[str] | None = None  # device i prefers backends[i]: each picks the artifact it can run
 
 
 class Simulation:
@@ -50,8 +59,9 @@ class Simulation:
         for i in range(c.devices):
             device_id = f"{c.id_prefix}-{i:0{width}d}"
             tags = {**c.tags, "sim_index": str(i)}
+            preference = Preference.resolve(_backend_order(c.backends[i])) if c.backends else Preference.resolve()
             agent_config = AgentConfig(c.broker_url, device_id, c.store_root / device_id, tags, c.bundle_key, c.fleet_key,
-                                       c.telemetry_interval, threads=1)
+                                       c.telemetry_interval, preference=preference, threads=1)
             self.agents.append(DeviceAgent(agent_config, ModelHolder()).start())
         self._load = threading.Thread(target=self._traffic, name="sim-traffic", daemon=True)
         self._load.start()
