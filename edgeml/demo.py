@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .errors import EdgeMLError, OutputExistsError
 
 MARKER = ".edgeml-demo"
-BACKENDS = ("onnxruntime", "litert", "openvino")  # device i prefers BACKENDS[i % 3]
+BACKENDS = ("onnxruntime", "litert", "openvino")  # device i has only BACKENDS[i % 3]
 DATASET, MODEL = "breast_cancer", "mlp"
 Say = Callable[[str], None]
 
@@ -37,7 +37,7 @@ class DemoConfig:
     waves: tuple[int, ...] = (10, 50, 100)
     soak_s: float = 3.0
     telemetry_interval: float = 1.0
-    requests_per_second: float = 5.0
+    requests_per_second: float = 40.0
     formats: tuple[str, ...] = ("onnx", "tflite", "openvino")
     precisions: tuple[str, ...] = ("fp32", "int8")
 
@@ -113,10 +113,18 @@ def start_devices(config: DemoConfig, state: DemoState, say: Say) -> None:
     key = load_public_key(config.root / "keys" / "edgeml.pub")
     sim_config = SimulationConfig(config.devices, state.service.broker_url, config.root / "devices", key, key,
                                   {"demo": "yes"}, "device", config.requests_per_second, config.telemetry_interval,
-                                  backends=[BACKENDS[i % len(BACKENDS)] for i in range(config.devices)])
+                                  traffic=_held_out_inputs(config), backends=[BACKENDS[i % len(BACKENDS)] for i in range(config.devices)])
     state.simulation = Simulation(sim_config).start()
     _wait(lambda: len(_api(state, "GET", "/api/v1/devices")) >= config.devices, 60, "devices to register")
-    say(f"{config.devices} simulated devices online (backends: {', '.join(BACKENDS)}, one per device in turn)")
+    say(f"{config.devices} simulated devices online (a mixed fleet: each has one of {", ".join(BACKENDS)} and installs that format)")
+
+
+def _held_out_inputs(config: DemoConfig) -> dict[str, Any]:
+    """The devices' "real" traffic: the held-out test rows of the training run (labels dropped)."""
+    import numpy as np
+
+    with np.load(config.root / "runs" / "v1.0.0" / "validation.npz", allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if k not in ("label", "labels", "target", "y")}
 
 
 def push_and_install(config: DemoConfig, state: DemoState, say: Say) -> None:
@@ -144,7 +152,7 @@ def roll_out(config: DemoConfig, state: DemoState, say: Say) -> None:
         if rollout["current_wave"] != seen_wave:
             seen_wave = rollout["current_wave"]
             wave = rollout["waves"][min(seen_wave, len(rollout["waves"]) - 1)]
-            say(f"  wave {seen_wave + 1}/{len(rollout['waves'])} ({wave['percent']}%): {len(wave['devices'])} devices")
+            say(f"  wave {seen_wave + 1}/{len(rollout['waves'])} ({wave['percent']:g}%): {len(wave['devices'])} device(s)")
         if rollout["state"] not in ("running",):
             break
         time.sleep(0.5)

@@ -13,6 +13,14 @@ import threading
 from edgeml.errors import EdgeMLError, require
 
 
+class _SnapshotDict(dict):
+    """amqtt 0.12 iterates its subscription table across awaits while other clients (un)subscribe
+    ("dictionary changed size during iteration" drops a connecting client); iterate a snapshot."""
+
+    def __iter__(self):
+        return iter(list(super().keys()))
+
+
 class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
         self.host, self.port = host, port
@@ -43,6 +51,7 @@ class EmbeddedBroker:
             }
             try:
                 self._broker = Broker(config, loop=loop)
+                self._broker._subscriptions = _SnapshotDict(self._broker._subscriptions)
                 loop.run_until_complete(self._broker.start())
             except Exception as exc:  # port in use and the like
                 failure.append(exc)

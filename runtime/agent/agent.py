@@ -130,7 +130,8 @@ class DeviceAgent:
         self.outbox.drain(self._send_spooled)
 
     def _on_message(self, _client, _u, msg) -> None:
-        if msg.payload:
+        # Only our own desired topic counts (some brokers also replay other topics' retained messages).
+        if msg.payload and msg.topic == self.topics.device(self.config.device_id, "desired"):
             self._desired.put({"payload": msg.payload})
 
     # -- installs --------------------------------------------------------------------------------

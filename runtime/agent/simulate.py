@@ -22,13 +22,6 @@ from ..selection import Preference
 from .agent import AgentConfig, DeviceAgent
 
 
-def _backend_order(first: str) -> str:
-    """`first` preferred, the other backends as fallbacks (a device uses what its bundle offers)."""
-    from ..backends import BACKEND_MODULES
-
-    return ",".join([first] + [b for b in BACKEND_MODULES if b != first])
-
-
 @dataclass
 class SimulationConfig:
     devices: int
@@ -42,7 +35,7 @@ class SimulationConfig:
     telemetry_interval: float = 5.0
     error_rate: float = 0.0  # fraction of synthetic requests counted as errors (fault injection)
     traffic: dict[str, np.ndarray] | None = None  # inputs by name; None: the active bundle's golden samples
-    backends: list[str] | None = None  # device i prefers backends[i]: each picks the artifact it can run
+    backends: list[str] | None = None  # device i has only backends[i] (a mixed fleet): it installs that format
 
 
 class Simulation:
@@ -59,7 +52,7 @@ class Simulation:
         for i in range(c.devices):
             device_id = f"{c.id_prefix}-{i:0{width}d}"
             tags = {**c.tags, "sim_index": str(i)}
-            preference = Preference.resolve(_backend_order(c.backends[i])) if c.backends else Preference.resolve()
+            preference = Preference.resolve(c.backends[i]) if c.backends else Preference.resolve()
             agent_config = AgentConfig(c.broker_url, device_id, c.store_root / device_id, tags, c.bundle_key, c.fleet_key,
                                        c.telemetry_interval, preference=preference, threads=1)
             self.agents.append(DeviceAgent(agent_config, ModelHolder()).start())
