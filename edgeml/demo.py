@@ -116,7 +116,7 @@ def start_devices(config: DemoConfig, state: DemoState, say: Say) -> None:
                                   traffic=_held_out_inputs(config), backends=[BACKENDS[i % len(BACKENDS)] for i in range(config.devices)])
     state.simulation = Simulation(sim_config).start()
     _wait(lambda: len(_api(state, "GET", "/api/v1/devices")) >= config.devices, 60, "devices to register")
-    say(f"{config.devices} simulated devices online (a mixed fleet: each has one of {", ".join(BACKENDS)} and installs that format)")
+    say(f"{config.devices} simulated devices online (a mixed fleet: each has one of {', '.join(BACKENDS)} and installs that format)")
 
 
 def _held_out_inputs(config: DemoConfig) -> dict[str, Any]:
