@@ -139,7 +139,7 @@ def create_app(service: FleetService) -> FastAPI:
 
     @app.get("/api/v1/stats", dependencies=[Depends(auth)])
     def stats() -> dict[str, Any]:
-        return {**service.counters.snapshot(), "telemetry_stored": service.ingest.stored}
+        return service.ingest_stats()
 
     app.include_router(dashboard_router(service, auth))
 

@@ -22,9 +22,11 @@ INGEST_KINDS = ("reported", "status", "telemetry", "events")
 
 
 class FleetBus:
-    def __init__(self, broker_url: str, topics: Topics, handlers: dict[str, Handler], counters: IngestCounters) -> None:
+    def __init__(self, broker_url: str, topics: Topics, handlers: dict[str, Handler], counters: IngestCounters,
+                 client_suffix: str = "") -> None:
         self.address = BrokerAddress.parse(broker_url)
         self.topics, self.handlers, self.counters = topics, handlers, counters
+        self.client_suffix = client_suffix
         self.v5 = False
         self.client: mqtt.Client | None = None
         self._connected = threading.Event()
@@ -34,7 +36,7 @@ class FleetBus:
         # 3.1.1 session costs paho much less per message (no Properties objects): connect with 3.1.1
         # and use $share only where the broker has it. amqtt (the embedded broker) has neither.
         self.v5 = probe_v5(self.address)
-        client = make_client(self.address, f"edgeml-fleet-{uuid.uuid4().hex[:8]}", v5=False)
+        client = make_client(self.address, f"edgeml-fleet-{uuid.uuid4().hex[:8]}{self.client_suffix}", v5=False)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = lambda *a: self._connected.clear()
@@ -54,7 +56,7 @@ class FleetBus:
         # Telemetry and events are split between fleet workers with shared subscriptions (MQTT 5).
         # Reported state and status are retained, and retained messages are not delivered to shared
         # subscriptions, so every worker subscribes to those directly.
-        subs = [(self.topics.all_devices(kind, shared=self.v5 and kind in ("telemetry", "events")), 1) for kind in INGEST_KINDS]
+        subs = [(self.topics.all_devices(kind, shared=self.v5 and kind in ("telemetry", "events")), 1) for kind in INGEST_KINDS if kind in self.handlers]
         client.subscribe(subs)
         self._connected.set()
 

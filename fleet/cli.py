@@ -38,7 +38,10 @@ def fleet() -> None:
 @click.option("--sign-key", type=click.Path(path_type=Path), help="ed25519 key signing desired documents [default: DATA/edgeml.key, created].")
 @click.option("--verify-key", type=click.Path(path_type=Path), help="Pushed bundles must be signed by this key.")
 @click.option("--prefix", default="edgeml", show_default=True, help="MQTT topic prefix.")
-def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, token, sign_key, verify_key, prefix) -> None:
+@click.option("--ingest-workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes ingesting telemetry (>1 needs a broker with shared subscriptions: Mosquitto, EMQX).")
+def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, token, sign_key, verify_key, prefix,
+          ingest_workers) -> None:
     """Run the registry, artifact store, MQTT ingest and REST API (and an embedded broker without --broker)."""
     from .server import run_fleet
     from .service import FleetConfig
@@ -47,7 +50,7 @@ def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, 
         click.echo("warning: no --token: the API is open to anyone who can reach it", err=True)
     run_fleet(FleetConfig(data_dir=data_dir, db_url=db_url, broker_url=broker_url, mqtt_port=mqtt_port, http_host=host,
                           http_port=http_port, public_url=public_url, token=token, sign_key=sign_key,
-                          verify_key=verify_key, prefix=prefix))
+                          verify_key=verify_key, prefix=prefix, ingest_workers=ingest_workers))
 
 
 @fleet.command("push")

@@ -40,6 +40,7 @@ class FleetConfig:
     verify_key: Path | None = None  # pushed bundles must be signed by this key
     prefix: str = "edgeml"
     window_s: float = 300.0
+    ingest_workers: int = 1  # >1: telemetry ingest in that many extra processes (shared subscriptions)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,7 +48,9 @@ class FleetService:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = db.connect(config.db_url or db.default_url(config.data_dir))
+        self.db_url = config.db_url or db.default_url(config.data_dir)
+        self.engine = db.connect(self.db_url)
+        self.workers = None
         self.store = BlobStore(config.data_dir)
         self.topics = Topics(config.prefix)
         verify = signing.load_public_key(config.verify_key) if config.verify_key else None
@@ -69,15 +72,22 @@ class FleetService:
             self.broker = EmbeddedBroker("127.0.0.1", self.config.mqtt_port).start()
             url = self.broker.url
         self.broker_url = url
-        self.bus = FleetBus(url, self.topics, {
-            "status": self.on_status, "reported": self.on_reported,
-            "telemetry": self.on_telemetry, "events": self.on_event,
-        }, self.counters)
+        handlers = {"status": self.on_status, "reported": self.on_reported}
+        if self.config.ingest_workers <= 1:
+            handlers.update(telemetry=self.on_telemetry, events=self.on_event)
+        self.bus = FleetBus(url, self.topics, handlers, self.counters)
         self.bus.start()
+        if self.config.ingest_workers > 1:
+            from .ingest_workers import IngestWorkers, require_shared_subscriptions
+
+            require_shared_subscriptions(self.config.ingest_workers, self.bus.v5)
+            self.workers = IngestWorkers(self.config.ingest_workers, self.db_url, url, self.config.prefix).start()
         self.rollouts.start()
 
     def stop(self) -> None:
         self.rollouts.stop()
+        if self.workers is not None:
+            self.workers.stop()
         if self.bus:
             self.bus.stop()
         self.ingest.close()
@@ -107,9 +117,19 @@ class FleetService:
         self.ingest.submit(device_id, msg, payload)
 
     def on_event(self, device_id: str, payload: bytes) -> None:
-        msg = require_fields(parse_json(payload), EVENT_FIELDS)
-        with self.engine.begin() as conn:
-            conn.execute(db.events.insert().values(device_id=device_id, received_at=time.time(), event=msg["event"], payload=msg))
+        from .ingest_workers import store_event
+
+        store_event(self.engine, device_id, payload)
+
+    def ingest_stats(self) -> dict[str, Any]:
+        snapshot = self.counters.snapshot()
+        stored = self.ingest.stored
+        if self.workers is not None:
+            received, dropped, worker_stored = self.workers.stats()
+            received.update(snapshot["received"])
+            dropped.update(snapshot["dropped"])
+            snapshot, stored = {"received": dict(received), "dropped": dict(dropped)}, stored + worker_stored
+        return {**snapshot, "telemetry_stored": stored, "ingest_workers": max(1, self.config.ingest_workers)}
 
     # -- queries used by the API ------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:

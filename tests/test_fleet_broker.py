@@ -107,3 +107,35 @@ def test_provisioned_credentials_confine_a_device_to_its_own_topics(tmp_path, ke
             proc.wait(10)
     finally:
         fleet.proc.terminate()
+
+
+@pytest.mark.slow
+def test_ingest_workers_split_telemetry_through_shared_subscriptions(tmp_path, keys):
+    from test_fleet_failures import publish
+
+    broker = start_mosquitto(tmp_path)
+    fleet = start_fleet(tmp_path, keys, broker_url=broker.url, extra=["--ingest-workers", "2"])
+    devices = [start_device(tmp_path, f"w{i}", broker.url, keys[1], interval=0.2) for i in range(2)]
+    try:
+        wait_until(lambda: all(fleet.device(d.device_id) and fleet.device(d.device_id)["telemetry"]["messages"] >= 5
+                               for d in devices), 40, "telemetry stored by the workers")
+        publish(broker.url, "edgeml/devices/w0/telemetry", b"not json")
+        stats = wait_until(lambda: (lambda s: s if s["dropped"].get("not_json") else None)(fleet.get("/api/v1/stats")),
+                           20, "the workers' counters in /api/v1/stats")
+        assert stats["ingest_workers"] == 2 and stats["telemetry_stored"] >= 10
+        assert stats["received"].get("telemetry", 0) >= 10
+    finally:
+        for d in devices:
+            d.proc.kill()
+        fleet.proc.terminate()
+        broker.stop()
+
+
+def test_ingest_workers_need_shared_subscriptions(tmp_path, keys):
+    from fleet_fixtures import spawn
+
+    proc = spawn(["fleet", "serve", "--data", str(tmp_path / "f"), "--http-port", str(free_port()),
+                  "--mqtt-port", str(free_port()), "--ingest-workers", "2"], tmp_path / "f.log", tmp_path)
+    assert proc.proc.wait(60) != 0
+    text = proc.text()
+    assert "Error: --ingest-workers above 1 needs a broker with shared subscriptions" in text and "Traceback" not in text

@@ -1,0 +1,130 @@
+"""Telemetry ingest in extra processes: `edgeml fleet serve --ingest-workers N`.
+
+Each worker is its own process with its own MQTT session, joined to the shared subscriptions
+(`$share/edgeml-fleet/…/telemetry` and `…/events`), so the broker splits the stream between them and
+parsing, validation and batched inserts run on every core. The main process keeps reported state,
+status, desired documents, rollouts and the API. Workers send their counters to the main process
+once a second for `GET /api/v1/stats`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from edgeml.errors import UsageError
+from edgeml.protocol import ProtocolError, Topics, parse_json
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from . import db
+from .telemetry import IngestCounters, TelemetryIngest, validate_telemetry
+
+REPORT_S = 1.0
+
+
+class KnownDevices:
+    """Device ids seen in the registry (looked up once, then cached)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._ids: set[str] = set()
+
+    def add(self, device_id: str) -> None:
+        self._ids.add(device_id)
+
+    def check(self, device_id: str) -> None:
+        if device_id in self._ids:
+            return
+        with self.engine.connect() as conn:
+            found = conn.execute(select(db.devices.c.id).where(db.devices.c.id == device_id)).first()
+        if found is None:
+            raise ProtocolError("unknown_device", device_id)
+        self._ids.add(device_id)
+
+
+def store_event(engine: Engine, device_id: str, payload: bytes) -> None:
+    from edgeml.protocol import EVENT_FIELDS, require_fields
+
+    msg = require_fields(parse_json(payload), EVENT_FIELDS)
+    with engine.begin() as conn:
+        conn.execute(db.events.insert().values(device_id=device_id, received_at=time.time(), event=msg["event"], payload=msg))
+
+
+def telemetry_handler(known: KnownDevices, ingest: TelemetryIngest):
+    def on_telemetry(device_id: str, payload: bytes) -> None:
+        msg = validate_telemetry(parse_json(payload))
+        known.check(device_id)
+        ingest.submit(device_id, msg, payload)
+
+    return on_telemetry
+
+
+def _worker(index: int, db_url: str, broker_url: str, prefix: str, reports: Any, stop: Any) -> None:
+    from .bus import FleetBus
+
+    engine = db.connect(db_url)
+    ingest, counters, known = TelemetryIngest(engine), IngestCounters(), KnownDevices(engine)
+    bus = FleetBus(broker_url, Topics(prefix), {"telemetry": telemetry_handler(known, ingest),
+                                                "events": lambda d, p: store_event(engine, d, p)}, counters,
+                   client_suffix=f"w{index}")
+    bus.start()
+    try:
+        while not stop.wait(REPORT_S):
+            reports.put((index, counters.snapshot(), ingest.stored))
+    finally:
+        bus.stop()
+        ingest.close()
+        reports.put((index, counters.snapshot(), ingest.stored))
+
+
+class IngestWorkers:
+    def __init__(self, count: int, db_url: str, broker_url: str, prefix: str) -> None:
+        self.count, self.db_url, self.broker_url, self.prefix = count, db_url, broker_url, prefix
+        ctx = mp.get_context("spawn")  # no inherited threads, sockets or database connections
+        self._reports, self._stop = ctx.Queue(), ctx.Event()
+        self._procs = [ctx.Process(target=_worker, args=(i, db_url, broker_url, prefix, self._reports, self._stop),
+                                   name=f"edgeml-ingest-{i}", daemon=True) for i in range(count)]
+        self._latest: dict[int, tuple[dict[str, Any], int]] = {}
+        self._collector = threading.Thread(target=self._collect, name="ingest-worker-reports", daemon=True)
+
+    def start(self) -> "IngestWorkers":
+        for p in self._procs:
+            p.start()
+        self._collector.start()
+        return self
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                index, snapshot, stored = self._reports.get(timeout=0.5)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            self._latest[index] = (snapshot, stored)
+
+    def stats(self) -> tuple[Counter, Counter, int]:
+        received, dropped, stored = Counter(), Counter(), 0
+        for snapshot, n in list(self._latest.values()):
+            received.update(snapshot["received"])
+            dropped.update(snapshot["dropped"])
+            stored += n
+        return received, dropped, stored
+
+    def stop(self) -> None:
+        self._stop.set()
+        for p in self._procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+
+
+def require_shared_subscriptions(count: int, shared: bool) -> None:
+    if count > 1 and not shared:
+        raise UsageError("--ingest-workers above 1 needs a broker with shared subscriptions (Mosquitto, EMQX); "
+                         "the embedded broker has none")
