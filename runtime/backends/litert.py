@@ -47,6 +47,9 @@ class LiteRTSession:
         self.input_names = list(self._inputs)
         self.output_names = list(self._outputs)
         self._shapes = {n: tuple(self._tensor_shape(i)) for n, i in self._inputs.items()}
+        self._input_names = tuple(self._inputs)
+        self._input_items = tuple(self._inputs.items())
+        self._output_items = tuple(self._outputs.items())
 
     def _tensor_shape(self, index: int) -> list[int]:
         for d in self._it.get_input_details():
@@ -55,19 +58,23 @@ class LiteRTSession:
         return []
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        resized = False
-        for name, index in self._inputs.items():
+        shapes, it = self._shapes, self._it
+        if any(feeds[name].shape != shapes[name] for name in self._input_names):
+            self._resize(feeds)
+        for name, index in self._input_items:
+            arr = feeds[name]
+            it.set_tensor(index, arr if arr.flags.c_contiguous else np.ascontiguousarray(arr))
+        it.invoke()
+        get = it.get_tensor
+        return {name: get(index) for name, index in self._output_items}
+
+    def _resize(self, feeds: dict[str, np.ndarray]) -> None:
+        for name, index in self._input_items:
             shape = feeds[name].shape
             if shape != self._shapes[name]:
                 self._it.resize_tensor_input(index, list(shape), strict=True)
                 self._shapes[name] = shape
-                resized = True
-        if resized:
-            self._it.allocate_tensors()
-        for name, index in self._inputs.items():
-            self._it.set_tensor(index, np.ascontiguousarray(feeds[name]))
-        self._it.invoke()
-        return {name: self._it.get_tensor(index) for name, index in self._outputs.items()}
+        self._it.allocate_tensors()
 
 
 class LiteRTBackend:

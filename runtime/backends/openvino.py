@@ -36,11 +36,14 @@ class OpenVINOSession:
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self.output_names = [p.get_any_name() for p in self._compiled.outputs]
         self._request = self._compiled.create_infer_request()
-        self._ports = list(self._compiled.outputs)
+        self._infer = self._request.infer
+        self._inputs = list(enumerate(self.input_names))  # feed by port index: no name resolution per call
+        self._outputs = list(zip(self.output_names, self._compiled.outputs))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self._request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True)
-        return {name: np.array(result[port]) for name, port in zip(self.output_names, self._ports)}
+        # share_outputs is off, so the result's arrays are already copies the caller may keep.
+        result = self._infer({i: feeds[name] for i, name in self._inputs}, share_inputs=True)
+        return {name: result[port] for name, port in self._outputs}
 
 
 class OpenVINOBackend:
