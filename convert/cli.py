@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from edgeml.errors import UsageError
-
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA stubs) is noise in a CLI; users can still override it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from edgeml.schema import parse_input_spec
 from edgeml.table import human_size, print_table
 

@@ -28,7 +28,8 @@ def quiet_tensorflow() -> Any:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tf = require("tensorflow", "convert", "tensorflow-cpu")
+    with silenced():  # absl prints oneDNN/CUDA notes from C++ at import, whatever the log level
+        tf = require("tensorflow", "convert", "tensorflow-cpu")
     tf.get_logger().setLevel("ERROR")
     return tf
 
@@ -39,7 +40,8 @@ def onnx2tf_unsupported(model: Any) -> list[str]:
         return []
     model = portable(model)
     ml = set(remaining_ml_ops(model))
-    return sorted(ml | {op for op in op_types(model) - ml if importlib.util.find_spec(f"onnx2tf.ops.{op}") is None})
+    with silenced():  # finding onnx2tf.ops.X imports onnx2tf, and with it tensorflow, which prints from C++
+        return sorted(ml | {op for op in op_types(model) - ml if importlib.util.find_spec(f"onnx2tf.ops.{op}") is None})
 
 
 def tflite_converter(source: SourceModel, scratch: Path, cache: dict[str, Any]) -> Any:

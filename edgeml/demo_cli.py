@@ -36,7 +36,7 @@ def demo(devices: int, port: int, root: Path, keep: bool, as_json: bool) -> None
         d.push_and_install(config, state, say)
         d.roll_out(config, state, say)
         result = d.summary(config, state)
-        _print(result, as_json)
+        _print(result, as_json, keep)
         if keep:
             click.echo(f"\nDashboard: {result['dashboard']}  (token: {result['token']})\nRunning until Ctrl-C.", err=True)
             stop = threading.Event()
@@ -52,7 +52,7 @@ def demo(devices: int, port: int, root: Path, keep: bool, as_json: bool) -> None
         d.stop(state)
 
 
-def _print(result: dict, as_json: bool) -> None:
+def _print(result: dict, as_json: bool, keep: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -64,4 +64,6 @@ def _print(result: dict, as_json: bool) -> None:
                 [[result["devices_online"], ", ".join(f"{v}: {n}" for v, n in result["versions"].items()),
                   ", ".join(f"{b}: {n}" for b, n in result["backends"].items()),
                   f"{r.get('id')} {r.get('state')}", f"{r.get('installed')}/{r.get('targeted')}"]])
-    click.echo(f"dashboard: {result['dashboard']} (log in with the token {result['token']}); everything is under {result['directory']}")
+    where = f"dashboard: {result['dashboard']} (log in with the token {result['token']})" if keep else \
+        "dashboard: stops with the demo; run `edgeml demo --keep` to browse it"
+    click.echo(f"{where}; everything is under {result['directory']}")

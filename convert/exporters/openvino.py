@@ -90,7 +90,8 @@ def _pin_names(model: Any, source: SourceModel) -> None:
 
 
 def _int8(ov: Any, model: Any, ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
-    nncf = require("nncf", "convert")
+    with silenced():  # nncf imports the frameworks it finds (tensorflow prints from C++ at import)
+        nncf = require("nncf", "convert")
     logging.getLogger("nncf").setLevel(logging.ERROR)
     drop = ctx.options.max_accuracy_drop
     if ctx.calibration is None:

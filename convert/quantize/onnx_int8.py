@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ def quantize(model: Any, options: QuantOptions, calibration: dict[str, np.ndarra
             pre, preprocessed = src, False
         out = Path(tmp) / "int8.onnx"
         details: dict[str, Any] = {"quantization": mode.value, "per_channel": options.per_channel, "preprocessed": preprocessed}
+        logging.disable(logging.WARNING)  # ORT's root-logger advice ("consider pre-processing"): we already tried
         try:
             if mode == QuantMode.DYNAMIC:
                 q.quantize_dynamic(str(pre), str(out), weight_type=q.QuantType.QInt8, per_channel=options.per_channel)
@@ -95,4 +97,6 @@ def quantize(model: Any, options: QuantOptions, calibration: dict[str, np.ndarra
             raise
         except Exception as exc:
             raise ConversionError(f"onnxruntime int8 {mode.value} quantization failed: {str(exc).splitlines()[0][:300]}") from None
+        finally:
+            logging.disable(logging.NOTSET)
         return Int8Result(onnx_module().load_model(str(out)), details)
