@@ -43,9 +43,9 @@ class Topics:
     def device(self, device_id: str, kind: str) -> str:
         return f"{self.prefix}/devices/{device_id}/{kind}"
 
-    def all_devices(self, kind: str, shared: bool = False) -> str:
+    def all_devices(self, kind: str, shared: bool = False, group: str = SHARED_GROUP) -> str:
         topic = f"{self.prefix}/devices/+/{kind}"
-        return f"$share/{SHARED_GROUP}/{topic}" if shared else topic
+        return f"$share/{group}/{topic}" if shared else topic
 
     def parse(self, topic: str) -> tuple[str, str]:
         """(device_id, kind) of a device topic; ProtocolError for anything else."""

@@ -23,10 +23,14 @@ INGEST_KINDS = ("reported", "status", "telemetry", "events")
 
 class FleetBus:
     def __init__(self, broker_url: str, topics: Topics, handlers: dict[str, Handler], counters: IngestCounters,
-                 client_suffix: str = "") -> None:
+                 session: str | None = None, split: bool = False) -> None:
         self.address = BrokerAddress.parse(broker_url)
         self.topics, self.handlers, self.counters = topics, handlers, counters
-        self.client_suffix = client_suffix
+        # A named session is persistent (clean_session off): while this worker is away, the broker keeps
+        # its subscriptions and queues QoS 1 telemetry for it (and with broker persistence, across
+        # broker restarts), so a fleet restart loses nothing. No name: a throwaway session.
+        self.session = session
+        self.split = split  # one of several ingest workers: telemetry/events through a shared subscription
         self.v5 = False
         self.client: mqtt.Client | None = None
         self._connected = threading.Event()
@@ -36,7 +40,8 @@ class FleetBus:
         # 3.1.1 session costs paho much less per message (no Properties objects): connect with 3.1.1
         # and use $share only where the broker has it. amqtt (the embedded broker) has neither.
         self.v5 = probe_v5(self.address)
-        client = make_client(self.address, f"edgeml-fleet-{uuid.uuid4().hex[:8]}{self.client_suffix}", v5=False)
+        client_id = f"edgeml-fleet-{self.session}" if self.session else f"edgeml-fleet-{uuid.uuid4().hex[:8]}"
+        client = make_client(self.address, client_id, v5=False, clean=self.session is None)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = lambda *a: self._connected.clear()
@@ -53,11 +58,18 @@ class FleetBus:
         if reason.is_failure:
             log.error("broker refused the fleet: %s", reason)
             return
-        # Telemetry and events are split between fleet workers with shared subscriptions (MQTT 5).
+        # With several ingest workers, telemetry and events are split between them with shared
+        # subscriptions; the group is named after the fleet, so two fleets on one broker never split
+        # each other's stream. A single fleet process subscribes plainly: plain subscriptions of a
+        # persistent session survive a broker restart (Mosquitto 2.0 does not restore shared ones).
         # Reported state and status are retained, and retained messages are not delivered to shared
-        # subscriptions, so every worker subscribes to those directly.
-        subs = [(self.topics.all_devices(kind, shared=self.v5 and kind in ("telemetry", "events")), 1) for kind in INGEST_KINDS if kind in self.handlers]
-        client.subscribe(subs)
+        # subscriptions, so those are subscribed directly. A persistent session remembers what an
+        # earlier run subscribed: drop whatever this process does not handle.
+        wanted = {self._filter(kind) for kind in INGEST_KINDS if kind in self.handlers}
+        stale = {self._filter(kind, shared) for kind in INGEST_KINDS for shared in (False, True)} - wanted
+        if self.session and stale:
+            client.unsubscribe(sorted(stale))
+        client.subscribe([(f, 1) for f in sorted(wanted)])
         self._connected.set()
 
     def _on_message(self, _client, _u, msg: mqtt.MQTTMessage) -> None:
@@ -74,6 +86,12 @@ class FleetBus:
         except Exception:  # a bad message must never stop ingest
             self.counters.drop("handler_error")
             log.exception("error handling a message on %s", msg.topic)
+
+    def _filter(self, kind: str, shared: bool | None = None) -> str:
+        if shared is None:
+            shared = self.split and self.v5 and kind in ("telemetry", "events")
+        group = f"edgeml-fleet-{self.session}" if self.session else "edgeml-fleet"
+        return self.topics.all_devices(kind, shared=shared, group=group)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         assert self.client is not None

@@ -9,11 +9,13 @@ once a second for `GET /api/v1/stats`.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import queue
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from edgeml.errors import UsageError
@@ -64,14 +66,14 @@ def telemetry_handler(known: KnownDevices, ingest: TelemetryIngest):
     return on_telemetry
 
 
-def _worker(index: int, db_url: str, broker_url: str, prefix: str, reports: Any, stop: Any) -> None:
+def _worker(index: int, db_url: str, broker_url: str, prefix: str, session: str, reports: Any, stop: Any) -> None:
     from .bus import FleetBus
 
     engine = db.connect(db_url)
     ingest, counters, known = TelemetryIngest(engine), IngestCounters(), KnownDevices(engine)
     bus = FleetBus(broker_url, Topics(prefix), {"telemetry": telemetry_handler(known, ingest),
                                                 "events": lambda d, p: store_event(engine, d, p)}, counters,
-                   client_suffix=f"w{index}")
+                   session=f"{session}-w{index}", split=True)
     bus.start()
     try:
         while not stop.wait(REPORT_S):
@@ -83,20 +85,44 @@ def _worker(index: int, db_url: str, broker_url: str, prefix: str, reports: Any,
 
 
 class IngestWorkers:
-    def __init__(self, count: int, db_url: str, broker_url: str, prefix: str) -> None:
-        self.count, self.db_url, self.broker_url, self.prefix = count, db_url, broker_url, prefix
+    def __init__(self, count: int, db_url: str, broker_url: str, prefix: str, session: str) -> None:
+        self.count, self.db_url, self.broker_url, self.prefix, self.session = count, db_url, broker_url, prefix, session
         ctx = mp.get_context("spawn")  # no inherited threads, sockets or database connections
         self._reports, self._stop = ctx.Queue(), ctx.Event()
-        self._procs = [ctx.Process(target=_worker, args=(i, db_url, broker_url, prefix, self._reports, self._stop),
+        self._procs = [ctx.Process(target=_worker, args=(i, db_url, broker_url, prefix, session, self._reports, self._stop),
                                    name=f"edgeml-ingest-{i}", daemon=True) for i in range(count)]
         self._latest: dict[int, tuple[dict[str, Any], int]] = {}
         self._collector = threading.Thread(target=self._collect, name="ingest-worker-reports", daemon=True)
 
-    def start(self) -> "IngestWorkers":
+    def start(self, state_dir: Path | None = None) -> "IngestWorkers":
+        if state_dir is not None:
+            self._forget_surplus_sessions(state_dir)
         for p in self._procs:
             p.start()
         self._collector.start()
         return self
+
+    def _forget_surplus_sessions(self, state_dir: Path) -> None:
+        """Workers of an earlier run with more workers left persistent sessions in the shared group;
+        the broker would keep handing them a share of the stream. Connect each once with a clean
+        session, which discards it."""
+        from edgeml.mqtt import BrokerAddress, make_client
+
+        record = state_dir / "ingest-workers.json"
+        try:
+            before = int(json.loads(record.read_text())["count"])
+        except (OSError, ValueError, KeyError):
+            before = 0
+        address = BrokerAddress.parse(self.broker_url)
+        for index in range(self.count, before):
+            client = make_client(address, f"edgeml-fleet-{self.session}-w{index}", v5=False, clean=True)
+            try:
+                client.connect(address.host, address.port, keepalive=10)
+                client.loop(timeout=1.0)
+                client.disconnect()
+            except OSError:
+                pass
+        record.write_text(json.dumps({"count": self.count}))
 
     def _collect(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -49,6 +50,8 @@ class FleetService:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_url = config.db_url or db.default_url(config.data_dir)
+        # One fleet = one database: its MQTT sessions are named after it, so they persist across restarts.
+        self.session_name = hashlib.sha256(self.db_url.encode()).hexdigest()[:12]
         self.engine = db.connect(self.db_url)
         self.workers = None
         self.store = BlobStore(config.data_dir)
@@ -75,13 +78,14 @@ class FleetService:
         handlers = {"status": self.on_status, "reported": self.on_reported}
         if self.config.ingest_workers <= 1:
             handlers.update(telemetry=self.on_telemetry, events=self.on_event)
-        self.bus = FleetBus(url, self.topics, handlers, self.counters)
+        self.bus = FleetBus(url, self.topics, handlers, self.counters, session=self.session_name)
         self.bus.start()
         if self.config.ingest_workers > 1:
             from .ingest_workers import IngestWorkers, require_shared_subscriptions
 
             require_shared_subscriptions(self.config.ingest_workers, self.bus.v5)
-            self.workers = IngestWorkers(self.config.ingest_workers, self.db_url, url, self.config.prefix).start()
+            self.workers = IngestWorkers(self.config.ingest_workers, self.db_url, url, self.config.prefix,
+                                         self.session_name).start(self.config.data_dir)
         self.rollouts.start()
 
     def stop(self) -> None:

@@ -64,10 +64,14 @@ class Mosquitto:
             self.proc.wait(10)
 
 
-def start_mosquitto(root: Path, extra: str = "", port: int | None = None) -> Mosquitto:
+def start_mosquitto(root: Path, extra: str = "", port: int | None = None, persistent: bool = False) -> Mosquitto:
+    """Mosquitto on a free port; `persistent` keeps sessions and queued messages across a restart."""
     port = port or free_port()
     conf = root / f"mosquitto-{port}.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
+    store = root / f"mosquitto-{port}-db"
+    store.mkdir(exist_ok=True)
+    persistence = f"user root\npersistence true\npersistence_location {store}/\n" if persistent else "persistence false\n"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}{extra}")
     return Mosquitto(port, conf).start()
 
 

@@ -16,7 +16,9 @@ from test_fleet import X, assign, bundles, device_state, push  # noqa: F401  (fi
 
 @pytest.mark.slow
 def test_telemetry_spools_while_the_broker_is_down_and_arrives_after(tmp_path, keys, bundles):
-    broker = start_mosquitto(tmp_path)
+    # A persistent broker, as in production: the fleet's named session (and its subscriptions) survive
+    # the restart, so telemetry a device drains before the fleet is back is queued for it, not lost.
+    broker = start_mosquitto(tmp_path, persistent=True)
     fleet = start_fleet(tmp_path, keys, broker_url=broker.url)
     device = start_device(tmp_path, "spooler", broker.url, keys[1], interval=0.2)
     try:
@@ -35,7 +37,10 @@ def test_telemetry_spools_while_the_broker_is_down_and_arrives_after(tmp_path, k
             with engine.connect() as conn:
                 return {r[0] for r in conn.execute(text("select seq from telemetry where device_id='spooler'"))}
 
-        wait_until(lambda: set(spooled) <= stored_seqs(), 30, "spooled telemetry stored by the fleet")
+        try:
+            wait_until(lambda: set(spooled) <= stored_seqs(), 30, "spooled telemetry stored by the fleet")
+        except AssertionError:
+            raise AssertionError(f"spooled {spooled}, stored {sorted(stored_seqs())[:20]}, stats {fleet.get('/api/v1/stats')}") from None
     finally:
         device.proc.kill()
         fleet.proc.terminate()

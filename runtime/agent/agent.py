@@ -66,6 +66,7 @@ class DeviceAgent:
         self.error: str | None = None
         self._desired: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._stop = threading.Event()
+        self._send_lock = threading.Lock()  # spool-or-send and draining are one step: order kept, nothing stranded
         self._connected = threading.Event()
         self._threads: list[threading.Thread] = []
         address = BrokerAddress.parse(config.broker_url)
@@ -127,7 +128,8 @@ class DeviceAgent:
         client.publish(self.topics.device(me, "status"), b"online", qos=1, retain=True)
         self._connected.set()
         self.publish_reported()
-        self.outbox.drain(self._send_spooled)
+        with self._send_lock:
+            self.outbox.drain(self._send_spooled)
 
     def _on_message(self, _client, _u, msg) -> None:
         # Only our own desired topic counts (some brokers also replay other topics' retained messages).
@@ -250,8 +252,14 @@ class DeviceAgent:
         self._publish_or_spool("telemetry", json.dumps(msg).encode())
 
     def _publish_or_spool(self, kind: str, payload: bytes) -> None:
-        if not self._send_spooled(kind, payload):
+        """Publish, or spool while the broker is away. Spooled messages go first once connected, so a
+        message never overtakes older spooled ones and none is left behind by a connect racing this."""
+        with self._send_lock:
+            if not self.outbox.pending() and self._send_spooled(kind, payload):
+                return
             self.outbox.put(kind, payload)
+            if self._connected.is_set():
+                self.outbox.drain(self._send_spooled)
 
     def _send_spooled(self, kind: str, payload: bytes) -> bool:
         if not self._connected.is_set():
