@@ -127,6 +127,9 @@ def fleet_ingest(port: int, total: int, publishers: int, devices: int, tmp: Path
             p.wait()
         with engine.connect() as conn:
             seen, lo, hi = conn.execute(text("select count(*), min(received_at), max(received_at) from telemetry")).one()
+            distinct = conn.execute(text("select count(*) from (select distinct device_id, seq from telemetry)")).scalar()
+        if distinct != expected or seen != expected:
+            print(f"WARNING: {workers} worker(s) stored {seen} rows, {distinct} distinct, of {expected} published")
         for d in range(devices):  # clear the retained status messages
             reg.publish(f"edgeml/devices/bench-{d:05d}/status", b"", qos=1, retain=True)
         reg.disconnect()

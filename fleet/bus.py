@@ -23,7 +23,7 @@ INGEST_KINDS = ("reported", "status", "telemetry", "events")
 
 class FleetBus:
     def __init__(self, broker_url: str, topics: Topics, handlers: dict[str, Handler], counters: IngestCounters,
-                 session: str | None = None, split: bool = False) -> None:
+                 session: str | None = None, split: bool = False, group: str | None = None) -> None:
         self.address = BrokerAddress.parse(broker_url)
         self.topics, self.handlers, self.counters = topics, handlers, counters
         # A named session is persistent (clean_session off): while this worker is away, the broker keeps
@@ -31,6 +31,7 @@ class FleetBus:
         # broker restarts), so a fleet restart loses nothing. No name: a throwaway session.
         self.session = session
         self.split = split  # one of several ingest workers: telemetry/events through a shared subscription
+        self.group = group or (f"edgeml-fleet-{session}" if session else "edgeml-fleet")
         self.v5 = False
         self.client: mqtt.Client | None = None
         self._connected = threading.Event()
@@ -90,8 +91,7 @@ class FleetBus:
     def _filter(self, kind: str, shared: bool | None = None) -> str:
         if shared is None:
             shared = self.split and self.v5 and kind in ("telemetry", "events")
-        group = f"edgeml-fleet-{self.session}" if self.session else "edgeml-fleet"
-        return self.topics.all_devices(kind, shared=shared, group=group)
+        return self.topics.all_devices(kind, shared=shared, group=self.group)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         assert self.client is not None

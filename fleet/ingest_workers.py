@@ -1,21 +1,20 @@
 """Telemetry ingest in extra processes: `edgeml fleet serve --ingest-workers N`.
 
 Each worker is its own process with its own MQTT session, joined to the shared subscriptions
-(`$share/edgeml-fleet/…/telemetry` and `…/events`), so the broker splits the stream between them and
-parsing, validation and batched inserts run on every core. The main process keeps reported state,
+(`$share/edgeml-fleet-<fleet>/…/telemetry` and `…/events`), so the broker splits the stream between
+them and parsing, validation and batched inserts run on every core. Workers use clean sessions:
+Mosquitto 2.0 duplicates messages between members of a shared group whose sessions persist. The main process keeps reported state,
 status, desired documents, rollouts and the API. Workers send their counters to the main process
 once a second for `GET /api/v1/stats`.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import queue
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from edgeml.errors import UsageError
@@ -73,7 +72,7 @@ def _worker(index: int, db_url: str, broker_url: str, prefix: str, session: str,
     ingest, counters, known = TelemetryIngest(engine), IngestCounters(), KnownDevices(engine)
     bus = FleetBus(broker_url, Topics(prefix), {"telemetry": telemetry_handler(known, ingest),
                                                 "events": lambda d, p: store_event(engine, d, p)}, counters,
-                   session=f"{session}-w{index}", split=True)
+                   session=None, split=True, group=f"edgeml-fleet-{session}")
     bus.start()
     try:
         while not stop.wait(REPORT_S):
@@ -94,35 +93,11 @@ class IngestWorkers:
         self._latest: dict[int, tuple[dict[str, Any], int]] = {}
         self._collector = threading.Thread(target=self._collect, name="ingest-worker-reports", daemon=True)
 
-    def start(self, state_dir: Path | None = None) -> "IngestWorkers":
-        if state_dir is not None:
-            self._forget_surplus_sessions(state_dir)
+    def start(self) -> "IngestWorkers":
         for p in self._procs:
             p.start()
         self._collector.start()
         return self
-
-    def _forget_surplus_sessions(self, state_dir: Path) -> None:
-        """Workers of an earlier run with more workers left persistent sessions in the shared group;
-        the broker would keep handing them a share of the stream. Connect each once with a clean
-        session, which discards it."""
-        from edgeml.mqtt import BrokerAddress, make_client
-
-        record = state_dir / "ingest-workers.json"
-        try:
-            before = int(json.loads(record.read_text())["count"])
-        except (OSError, ValueError, KeyError):
-            before = 0
-        address = BrokerAddress.parse(self.broker_url)
-        for index in range(self.count, before):
-            client = make_client(address, f"edgeml-fleet-{self.session}-w{index}", v5=False, clean=True)
-            try:
-                client.connect(address.host, address.port, keepalive=10)
-                client.loop(timeout=1.0)
-                client.disconnect()
-            except OSError:
-                pass
-        record.write_text(json.dumps({"count": self.count}))
 
     def _collect(self) -> None:
         while True:

@@ -85,7 +85,7 @@ class FleetService:
 
             require_shared_subscriptions(self.config.ingest_workers, self.bus.v5)
             self.workers = IngestWorkers(self.config.ingest_workers, self.db_url, url, self.config.prefix,
-                                         self.session_name).start(self.config.data_dir)
+                                         self.session_name).start()
         self.rollouts.start()
 
     def stop(self) -> None:
