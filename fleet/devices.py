@@ -34,13 +34,33 @@ class DeviceRegistry:
     def on_status(self, device_id: str, status: str) -> None:
         self.touch(device_id, online=(status == "online"))
 
-    def on_reported(self, device_id: str, doc: dict[str, Any]) -> None:
+    def on_reported(self, device_id: str, doc: dict[str, Any]) -> tuple[str, str] | None:
+        """Store the reported state; return (model, version) when the desired document must be reissued.
+
+        A device that applied a sequence number this fleet never issued (the fleet's database was
+        reset, or another fleet wrote to its topic) would refuse every document the fleet sends next
+        as a replay. The fleet then moves its counter past the device's and, if the device is not on
+        the desired version, reissues it. A failed install of the fleet's own latest document is not
+        retried this way (same sequence number): retries are an operator's or a rollout's decision.
+        """
         fields: dict[str, Any] = {"reported": doc, "state": doc.get("state"), "error": doc.get("error"),
                                   "model": doc.get("model"), "version": doc.get("version")}
         for key in ("arch", "backends", "tags"):
             if key in doc:
                 fields[key] = doc[key]
         self.touch(device_id, **fields)
+        seq = doc.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return None
+        with self.engine.begin() as conn:
+            row = conn.execute(select(db.devices.c.desired_seq, db.devices.c.desired_model, db.devices.c.desired_version)
+                               .where(db.devices.c.id == device_id)).first()
+            if row is None or seq <= (row.desired_seq or 0):
+                return None
+            conn.execute(update(db.devices).where(db.devices.c.id == device_id).values(desired_seq=seq))
+        if row.desired_model and (doc.get("model"), doc.get("version")) != (row.desired_model, row.desired_version):
+            return row.desired_model, row.desired_version
+        return None
 
     def list(self, tag: dict[str, str] | None = None, version: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -108,8 +108,12 @@ class FleetService:
 
     def on_reported(self, device_id: str, payload: bytes) -> None:
         doc = require_fields(parse_json(payload), REPORTED_FIELDS)
-        self.devices.on_reported(device_id, doc)
+        reissue = self.devices.on_reported(device_id, doc)
         self._known.add(device_id)
+        if reissue is not None and self.bus is not None:
+            log.info("device %s applied sequence %s that this fleet did not issue; reissuing %s %s",
+                     device_id, doc.get("seq"), *reissue)
+            self.devices.assign([device_id], reissue[0], reissue[1], self.publish)
 
     def on_telemetry(self, device_id: str, payload: bytes) -> None:
         from .telemetry import validate_telemetry

@@ -14,7 +14,7 @@ import pytest
 
 from edgeml.protocol import canonical_json, sign_document
 from edgeml.signing import generate_keypair, load_private_key
-from fleet_fixtures import TOKEN, infer, served_version, start_device, start_fleet, start_mosquitto, wait_until
+from fleet_fixtures import TOKEN, infer, served_version, start_device, start_fleet, start_mosquitto, wait_until  # noqa: F401
 from test_fleet import X, assign, bundles, device_state, mosquitto, push  # noqa: F401  (fixtures)
 
 
@@ -91,9 +91,29 @@ def test_forged_replayed_and_mismatched_desired_documents_are_rejected(fleet_wit
     wait_until(lambda: any(e["reason"] == "not_json" for e in events_of(fleet, device.device_id, "desired_rejected")), 30, "junk refused")
     assert served_version(device, "iris") == "1.0"
     assert fleet.device(device.device_id)["version"] == "1.0"
-    # The fleet's own next assignment still goes through (its sequence numbers are the device's to judge).
+    # A valid document the fleet did not issue (another writer, or a fleet whose database was reset)
+    # installs, and the fleet, seeing a sequence number beyond its own, reissues its desired version.
     publish(fleet.broker_url, topic, sign_document(desired(fleet, device.device_id, 70, "2.0"), own), retain=True)
-    wait_until(lambda: served_version(device, "iris") == "2.0", 30, "a valid newer document installs")
+    wait_until(lambda: any(e.get("seq") == 70 for e in events_of(fleet, device.device_id, "installed")), 30, "the foreign document installs")
+    wait_until(lambda: served_version(device, "iris") == "1.0" and fleet.device(device.device_id)["desired_seq"] > 70, 30,
+               "the fleet to reconcile the device back to its desired version")
+
+
+@pytest.mark.slow
+def test_a_fleet_with_a_fresh_database_takes_over_devices_that_applied_higher_sequence_numbers(fleet_with_device, tmp_path, keys, bundles):
+    old_fleet, device = fleet_with_device
+    old_fleet.api("POST", "/api/v1/assign", {"model": "iris", "version": "2.0", "device": device.device_id})
+    wait_until(lambda: served_version(device, "iris") == "2.0", 30, "v2 from the old fleet (sequence 2)")
+    old_fleet.proc.terminate()
+    new = start_fleet(tmp_path, keys, broker_url=old_fleet.broker_url)  # empty database: its sequence starts at 1
+    try:
+        wait_until(lambda: device_state(new, device.device_id), 30, "the device in the new fleet")
+        push(new, bundles[0])
+        assert assign(new, "iris", "1.0", device=device.device_id)[0] == 200
+        wait_until(lambda: served_version(device, "iris") == "1.0", 60, "the new fleet's assignment to take effect")
+        assert new.device(device.device_id)["desired_seq"] > 2
+    finally:
+        new.proc.terminate()
 
 
 class _BrokenBlobs(http.server.BaseHTTPRequestHandler):
