@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgeml.runtime.chunks import run_in_chunks
 from edgeml.schema import Schema
 
 Feeds = dict[str, np.ndarray]
@@ -22,17 +23,8 @@ def batch_size(schema: Schema) -> int | None:
 
 
 def run_all(fn: RunFn, feeds: Feeds, schema: Schema) -> Feeds:
-    n = len(next(iter(feeds.values())))
-    step = batch_size(schema) or CHUNK
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, step):
-        chunk = {k: v[start:start + step] for k, v in feeds.items()}
-        real = len(next(iter(chunk.values())))
-        if batch_size(schema) and real < step:  # pad a short last chunk for fixed-batch models
-            chunk = {k: np.concatenate([v, np.repeat(v[-1:], step - real, axis=0)]) for k, v in chunk.items()}
-        for name, value in fn(chunk).items():
-            parts.setdefault(name, []).append(np.asarray(value)[:real])
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    fixed = batch_size(schema)
+    return run_in_chunks(fn, feeds, fixed or CHUNK, pad=fixed is not None)
 
 
 def measure_latency(fn: RunFn, sample: Feeds, runs: int = 50, warmup: int = 5) -> dict[str, float | int]:

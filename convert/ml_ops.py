@@ -57,6 +57,13 @@ def _imputer(onnx: Any, node: Any, inits: dict[str, Any]) -> list[Any] | None:
 REWRITES: dict[str, Rewrite] = {"Scaler": _scaler, "ArrayFeatureExtractor": _array_feature_extractor, "Imputer": _imputer}
 
 
+def onnx_only_reason(fmt: str, operators: list[str]) -> str:
+    """Why `fmt` refuses a graph that still holds these operators after the portable rewrites."""
+    return (f"the graph uses {', '.join(operators)}, which {fmt} cannot express (scikit-learn trees, SVMs and "
+            "linear models compile to ai.onnx.ml operators); supported here: neural models (PyTorch, Keras, "
+            "scikit-learn MLP pipelines) and ONNX graphs of standard operators")
+
+
 def remaining_ml_ops(model: Any) -> list[str]:
     return sorted({n.op_type for n in model.graph.node if n.domain == ML})
 

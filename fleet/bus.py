@@ -94,7 +94,8 @@ class FleetBus:
         return self.topics.all_devices(kind, shared=shared, group=self.group)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        assert self.client is not None
+        if self.client is None:
+            raise EdgeMLError("the fleet's MQTT client is not started")
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise EdgeMLError(f"cannot publish to {topic}: {mqtt.error_string(info.rc)}")

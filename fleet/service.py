@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from edgeml import signing
+from edgeml.errors import EdgeMLError
 from edgeml.protocol import EVENT_FIELDS, REPORTED_FIELDS, ProtocolError, Topics, parse_json, require_fields
 
 from . import db
@@ -141,7 +142,8 @@ class FleetService:
 
     # -- queries used by the API ------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
-        assert self.bus is not None, "MQTT is not started"
+        if self.bus is None:
+            raise EdgeMLError("the fleet's MQTT side is not started (FleetService.start_mqtt)")
         self.bus.publish(topic, payload, retain)
 
     def device_detail(self, device_id: str) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from edgeml.manifest import ArtifactEntry, Manifest
 from edgeml.schema import TensorSpec
 
 from .backends import BackendOptions, get_backend
+from .chunks import run_in_chunks
 from .inputs import FeedBuilder, Feeds
 from .integrity import VerifyKey, check_artifact, public_key, read_checked_manifest
 from .selection import AUTO, Choice, Preference, select_artifact
@@ -96,18 +97,16 @@ class Model:
             return self._session.run(feeds)
         if n == 0:
             raise DataError(f"no samples given; {self.info.name} runs {step} sample(s) per call and needs at least one")
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, n, step):
-            real = min(step, n - start)
-            chunk = {k: v[start:start + step] for k, v in feeds.items()}
-            if real < step:
-                chunk = {k: np.concatenate([v, np.repeat(v[-1:], step - real, axis=0)]) for k, v in chunk.items()}
-            for name, value in self._session.run(chunk).items():
-                if np.ndim(value) == 0 or len(value) != step:
-                    raise InferenceError(f"output {name!r} of {self.info.name} has no batch axis of {step} (shape "
-                                         f"{list(np.shape(value))}); call it with exactly {step} sample(s)")
-                parts.setdefault(name, []).append(value[:real])
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return run_in_chunks(self._run_fixed_chunk, feeds, step, pad=True)
+
+    def _run_fixed_chunk(self, chunk: Feeds) -> dict[str, np.ndarray]:
+        outputs = self._session.run(chunk)
+        step = self.fixed_batch
+        for name, value in outputs.items():
+            if np.ndim(value) == 0 or len(value) != step:
+                raise InferenceError(f"output {name!r} of {self.info.name} has no batch axis of {step} (shape "
+                                     f"{list(np.shape(value))}); call it with exactly {step} sample(s)")
+        return outputs
 
     def _backend_error(self, exc: Exception) -> EdgeMLError:
         if isinstance(exc, EdgeMLError):

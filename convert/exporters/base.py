@@ -17,8 +17,8 @@ class ExportContext:
     options: ConvertOptions
     calibration: Dataset | None
     bundle_root: Path  # the staging directory; artifacts go under bundle_root/artifacts/
-    validation: Dataset | None = None  # held-out data with labels, for accuracy-controlled quantization
-    scratch: Path | None = None  # a temporary directory removed after the conversion (intermediate models)
+    validation: Dataset | None  # held-out data with labels, for accuracy-controlled quantization
+    scratch: Path  # a temporary directory removed after the conversion (intermediate models)
     cache: dict[str, Any] = field(default_factory=dict)  # intermediates shared by precisions (e.g. a TF SavedModel)
 
 

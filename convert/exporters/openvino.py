@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeml.errors import ConversionError, DataError, UnsupportedModelError, UsageError, require
 
-from ..ml_ops import portable, remaining_ml_ops
+from ..ml_ops import onnx_only_reason, portable, remaining_ml_ops
 from ..onnx_utils import save
 from ..options import Precision
 from ..quiet import silenced
@@ -41,11 +41,7 @@ class OpenVINOExporter:
 
     def check(self, source: SourceModel, precision: Precision) -> str | None:
         ml = remaining_ml_ops(portable(source.onnx_model))
-        if ml:
-            return (f"the graph uses ai.onnx.ml operator(s) {', '.join(ml)}, which OpenVINO cannot express "
-                    "(scikit-learn trees, SVMs and linear models compile to them); supported here: neural models "
-                    "(PyTorch, Keras, scikit-learn MLP pipelines) and ONNX graphs of standard operators")
-        return None
+        return onnx_only_reason("openvino", ml) if ml else None
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
         ov = require("openvino", "openvino")
@@ -65,7 +61,6 @@ class OpenVINOExporter:
 
 def _converted(ov: Any, ctx: ExportContext) -> Any:
     """A fresh ov.Model per precision (NNCF and compression modify the model they are given)."""
-    assert ctx.scratch is not None, "the pipeline provides a scratch directory"
     onnx_path = ctx.cache.get("openvino_onnx") or save(portable(ctx.source.onnx_model), ctx.scratch / "openvino_source.onnx")
     ctx.cache["openvino_onnx"] = onnx_path
     try:

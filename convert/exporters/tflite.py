@@ -14,6 +14,7 @@ from edgeml.errors import ConversionError, DataError, UnsupportedModelError
 
 from .. import tf_graph
 from ..quiet import silenced
+from ..ml_ops import onnx_only_reason
 from ..onnx_utils import op_types
 from ..options import Precision, QuantMode
 from ..quantize.onnx_int8 import CONV_OPS
@@ -79,15 +80,10 @@ class TFLiteExporter:
         if source.kind in tf_graph.TF_NATIVE_KINDS:
             return None
         bad = tf_graph.onnx2tf_unsupported(source.onnx_model)
-        if bad:
-            return (f"the graph uses {', '.join(bad)}, which tflite cannot express "
-                    "(scikit-learn trees, SVMs and linear models compile to ai.onnx.ml operators); "
-                    "supported here: neural models (PyTorch, Keras, scikit-learn MLP pipelines) and ONNX graphs of standard operators")
-        return None
+        return onnx_only_reason("tflite", bad) if bad else None
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
         tf = tf_graph.quiet_tensorflow()
-        assert ctx.scratch is not None, "the pipeline provides a scratch directory"
         converter = tf_graph.tflite_converter(ctx.source, ctx.scratch, ctx.cache)
         details = {"converter": "onnx2tf + TFLiteConverter" if ctx.source.kind not in tf_graph.TF_NATIVE_KINDS
                    else "TFLiteConverter", "layout": "as source"}
