@@ -24,20 +24,27 @@ def _csv_choice(value: str, allowed: list[str], option: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _list_formats(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    from .compat import grid
+def _list_formats(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--list-formats [--json]: both options are eager, so both are parsed before SOURCE is required;
+    whichever is processed second prints the table and exits."""
+    ctx.meta[f"edgeml.convert.{param.name}"] = value
+    wanted, as_json = ctx.meta.get("edgeml.convert.list_formats"), ctx.meta.get("edgeml.convert.as_json")
+    if ctx.resilient_parsing or not wanted or as_json is None:
+        return value
+    from .compat import combinations, grid
 
-    columns, rows = grid()
-    print_table("edgeml convert: source kind x format x precision", columns, rows)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in combinations()], indent=2))
+    else:
+        columns, rows = grid()
+        print_table("edgeml convert: source kind x format x precision", columns, rows)
     ctx.exit(0)
 
 
 @click.command("convert")
 @click.argument("source")
 @click.option("--list-formats", is_flag=True, is_eager=True, expose_value=False, callback=_list_formats,
-              help="Print which source kinds convert to which format and precision, and exit.")
+              help="Print which source kinds convert to which format and precision (with --json: as JSON), and exit.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle directory to create [default: ./NAME-VERSION].")
 @click.option("--name", help="Model name (letters, digits, . _ -) [required; for an `edgeml train` run: the run's name].")
 @click.option("--version", "version", help="Model version, e.g. 1.0.0 [required; for an `edgeml train` run: its run id].")
@@ -62,7 +69,7 @@ def _list_formats(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 @click.option("--allow-degraded", is_flag=True, help="Keep artifacts that fail validation (marked failed in the manifest).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset for exported graphs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_list_formats, help="Print the result as JSON.")
 def convert(source: str, out: Path | None, name: str, version: str, formats: str, precision: str,
             calibration: Path | None, validation: Path | None, target: str | None, sign_key: Path | None,
             inputs: tuple[str, ...], weights: Path | None, task: str | None, labels: str | None,

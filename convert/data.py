@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeml import dtypes
+from edgeml import dtypes, tensors
 from edgeml.errors import DataError
-from edgeml.schema import Schema, TensorSpec
+from edgeml.schema import Schema
 
 LABEL_KEYS = ("label", "labels", "target", "y")
 Feeds = dict[str, np.ndarray]
@@ -48,13 +48,19 @@ def load_dataset(path: Path, schema: Schema, target: str | None = None, role: st
 
 
 def check_feeds(feeds: Feeds, schema: Schema, where: str) -> Feeds:
-    """Cast safely to the schema's dtypes and check names, ranks and fixed dims; raise DataError otherwise."""
+    """Cast to the schema's dtypes (the rules of `edgeml.tensors`) and check names, ranks and fixed dims.
+
+    Raises DataError, prefixed with `where`, for anything that does not fit.
+    """
     out: Feeds = {}
     count = None
     for spec in schema.inputs:
         if spec.name not in feeds:
             raise DataError(f"{where} has no input {spec.name!r} (expected {spec.describe()}; has {', '.join(feeds) or 'nothing'})")
-        arr = _cast(np.asarray(feeds[spec.name]), spec, where)
+        try:
+            arr = tensors.cast(feeds[spec.name], spec.dtype, spec.name)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc.message}") from None
         if arr.ndim == len(spec.shape) - 1 and spec.shape and spec.shape[-1] == 1:
             arr = arr.reshape(*arr.shape, 1)
         # Axis 0 is the sample axis: a fixed batch of k means the model is run k samples at a time.
@@ -65,25 +71,6 @@ def check_feeds(feeds: Feeds, schema: Schema, where: str) -> Feeds:
         count = arr.shape[0]
         out[spec.name] = arr
     return out
-
-
-def _cast(arr: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
-    want = dtypes.to_numpy(spec.dtype)
-    if spec.dtype == "string":
-        if arr.dtype.kind not in "OUS":
-            raise DataError(f"{where}: input {spec.name!r} expects strings, got {arr.dtype}")
-        return np.where(_isnull(arr), "", arr).astype(str)
-    if arr.dtype.kind in "OUS":
-        raise DataError(f"{where}: input {spec.name!r} expects {spec.dtype}, got strings")
-    if arr.dtype == want:
-        return arr
-    if np.can_cast(arr.dtype, want, casting="same_kind") or (arr.dtype.kind in "iub" and want.kind == "f"):
-        return arr.astype(want)
-    raise DataError(f"{where}: input {spec.name!r} expects {spec.dtype}, got {arr.dtype} (not safely convertible)")
-
-
-def _isnull(arr: np.ndarray) -> np.ndarray:
-    return np.frompyfunc(lambda v: v is None or (isinstance(v, float) and v != v), 1, 1)(arr).astype(bool)
 
 
 def _from_npz(path: Path, schema: Schema, target: str | None, role: str) -> tuple[Feeds, np.ndarray | None]:
@@ -103,8 +90,10 @@ def _from_npz(path: Path, schema: Schema, target: str | None, role: str) -> tupl
 def _from_csv(path: Path, schema: Schema, target: str | None, role: str) -> tuple[Feeds, np.ndarray | None]:
     import pandas as pd
 
+    # Text inputs' columns are read as text, also when every value looks like a number (zip codes).
+    text = {c: str for spec in schema.inputs if spec.dtype == "string" for c in spec.feature_names or []}
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype=text or None)
     except Exception as exc:
         raise DataError(f"{role} data {path} is not a readable CSV file: {exc}") from None
     label_key = _label_key(list(frame.columns), target, path)

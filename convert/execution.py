@@ -8,8 +8,8 @@ from typing import Callable
 
 import numpy as np
 
-from edgeml.runtime.chunks import run_in_chunks
 from edgeml.schema import Schema
+from edgeml.tensors import fixed_batch, run_in_chunks
 
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
@@ -18,8 +18,7 @@ CHUNK = 256  # samples per call for models with a dynamic batch axis
 
 def batch_size(schema: Schema) -> int | None:
     """The fixed batch size, or None when every input has a dynamic batch axis."""
-    fixed = {s.shape[0] for s in schema.inputs if s.shape and s.shape[0] is not None}
-    return min(fixed) if fixed else None
+    return fixed_batch(schema.inputs)
 
 
 def run_all(fn: RunFn, feeds: Feeds, schema: Schema) -> Feeds:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from edgeml.compare import Tolerance
 from edgeml.schema import TensorSpec
 
 
@@ -32,20 +33,6 @@ class Task(str, Enum):
     REGRESSION = "regression"
     CLUSTERING = "clustering"
     OTHER = "other"
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """What an artifact must meet against the source model on the validation data.
-
-    Values pass when max|artifact - source| <= atol + rtol * max|source| (per output); `atol=None`
-    means values are reported but not enforced (int8: judged by agreement and metric instead).
-    """
-
-    atol: float | None
-    rtol: float
-    min_agreement: float  # top-1 / label agreement with the source, classifiers and clustering
-    max_metric_drop: float  # accuracy (classification) or R^2 (regression) lost against the source
 
 
 DEFAULT_TOLERANCES: dict[Precision, Tolerance] = {

@@ -14,15 +14,17 @@ import numpy as np
 
 from edgeml import signing
 from edgeml.bundle import BundleBuilder
-from edgeml.errors import DataError, UnsupportedModelError, UsageError, ValidationFailed
+from edgeml.errors import DataError, UsageError, ValidationFailed
 from edgeml.manifest import SAMPLES_NAME, ArtifactEntry, Manifest
+from edgeml.samples import write_samples
 from edgeml.schema import Schema, TensorSpec
 from edgeml.runtime.backends import BackendOptions, get_backend
 
+from . import compat
 from .data import Dataset, load_dataset, synthetic_dataset
 from .execution import batch_size, measure_latency, run_all
 from .exporters import ExportContext, get_exporter
-from .options import ConvertOptions, Precision
+from .options import ConvertOptions
 from .reference import reference_statistics
 from .sources import load_source
 from .sources.base import SourceModel
@@ -53,14 +55,10 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
     _check_names(options)
     sign_key = signing.load_private_key(options.sign_key) if options.sign_key else None
     exporters = [get_exporter(f) for f in options.formats]
-    for exp in exporters:  # static support: fail before loading anything
-        for precision in options.precisions:
-            _refuse_if(exp.format, precision, exp.support(_source_kind_hint(options.source), precision))
+    compat.refuse_unsupported(_source_kind_hint(options.source), options.formats, options.precisions)  # before any work
     step("loading source model")
     source = load_source(options)
-    for exp in exporters:
-        for precision in options.precisions:
-            _refuse_if(exp.format, precision, exp.support(source.kind, precision) or exp.check(source, precision))
+    compat.refuse_unfit(source, options.formats, options.precisions)
     calibration, validation = _datasets(options, source)
     info = TaskInfo(source.task, source.label_output, source.score_output, source.labels)
     step("running the source model on the validation data")
@@ -132,11 +130,6 @@ def _artifact_schema(schema: Schema, details: dict) -> Schema:
     return Schema(inputs=inputs, outputs=schema.outputs)
 
 
-def _refuse_if(fmt: str, precision: Precision, reason: str | None) -> None:
-    if reason:
-        raise UnsupportedModelError(f"{fmt}/{precision.value} is not supported for this model: {reason}")
-
-
 def _datasets(options: ConvertOptions, source: SourceModel) -> tuple[Dataset | None, Dataset]:
     cal_path, cal_target = _data_file(options.calibration, source.default_calibration, options.target, source.default_target)
     val_path, val_target = _data_file(options.validation, source.default_validation, options.target, source.default_target)
@@ -177,8 +170,4 @@ def _failure_message(failed: list[ArtifactResult]) -> str:
 
 def _write_samples(path: Path, validation: Dataset, reference: dict[str, np.ndarray], source: SourceModel) -> None:
     n = min(GOLDEN_SAMPLES, len(validation))
-    arrays = {f"input/{k}": v[:n] for k, v in validation.feeds.items()}
-    arrays.update({f"output/{k}": np.asarray(v[:n]) for k, v in reference.items()})
-    arrays = {k: (v.astype(str) if v.dtype.kind == "O" else v) for k, v in arrays.items()}
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    write_samples(path, {k: v[:n] for k, v in validation.feeds.items()}, {k: np.asarray(v)[:n] for k, v in reference.items()})

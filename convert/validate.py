@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .options import Task, Tolerance
+from edgeml.compare import Tolerance, agreement, aligned, classes, compare_values, is_float
+
+from .options import Task
 
 Outputs = dict[str, np.ndarray]
 
@@ -83,22 +85,17 @@ def _check_output(name: str, ref: np.ndarray | None, got: np.ndarray | None, tol
     if got is None:
         failures.append(f"output {name!r} is missing")
         return OutputCheck(name, compared=True, passed=False, note="missing")
-    ref, got = np.asarray(ref), np.asarray(got)
-    if ref.size == got.size and ref.shape != got.shape:
-        got = got.reshape(ref.shape)
+    ref, got = aligned(ref, got)
     if ref.shape != got.shape:
         failures.append(f"output {name!r} has shape {list(got.shape)}, the source gives {list(ref.shape)}")
         return OutputCheck(name, compared=True, passed=False, note="shape differs")
-    if ref.dtype.kind not in "fc":
-        equal = float(np.mean(ref.astype(str) == got.astype(str))) if ref.size else 1.0
+    if not is_float(ref):
+        equal = agreement(ref, got) if ref.size else 1.0
         return OutputCheck(name, compared=True, max_abs_error=None, mean_abs_error=None, note=f"labels: {equal:.4f} equal")
-    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    max_err = float(err.max()) if err.size else 0.0
-    allowed = None if tol.atol is None else tol.atol + tol.rtol * float(np.abs(ref).max() if ref.size else 0.0)
-    passed = allowed is None or (max_err <= allowed and np.isfinite(max_err))
-    if not passed:
-        failures.append(f"output {name!r}: max abs error {max_err:.3g} > allowed {allowed:.3g}")
-    return OutputCheck(name, True, max_err, float(err.mean()) if err.size else 0.0, allowed, passed)
+    check = compare_values(ref, got, tol)
+    if not check.passed:
+        failures.append(f"output {name!r}: max abs error {check.max_abs_error:.3g} > allowed {check.allowed:.3g}")
+    return OutputCheck(name, True, check.max_abs_error, check.mean_abs_error, check.allowed, check.passed)
 
 
 def predictions(outputs: Outputs, info: TaskInfo) -> np.ndarray | None:
@@ -107,8 +104,7 @@ def predictions(outputs: Outputs, info: TaskInfo) -> np.ndarray | None:
         return np.asarray(outputs[info.label_output]).reshape(-1)
     if info.score_output and info.score_output in outputs:
         scores = np.asarray(outputs[info.score_output])
-        if scores.ndim == 2 and scores.shape[1] > 1:
-            return scores.argmax(axis=1)
+        return classes(scores) if is_float(scores) else None
     return None
 
 
@@ -116,9 +112,9 @@ def _agreement(reference: Outputs, actual: Outputs, info: TaskInfo) -> float | N
     if info.task not in (Task.CLASSIFICATION, Task.CLUSTERING):
         return None
     a, b = predictions(reference, info), predictions(actual, info)
-    if a is None or b is None or len(a) == 0:
+    if a is None or b is None:
         return None
-    return float(np.mean(a.astype(str) == b.astype(str)))
+    return agreement(a, b)
 
 
 def _add_metric(report: ValidationReport, reference: Outputs, actual: Outputs, info: TaskInfo,

@@ -17,6 +17,7 @@ from typing import Iterable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import signing
+from .atomic import atomic_write_bytes, swap_dir
 from .errors import BundleError, IntegrityError, OutputExistsError
 from .hashing import sha256_file
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
@@ -51,19 +52,10 @@ class BundleBuilder:
 
     def commit(self, manifest: Manifest, sign_key: Ed25519PrivateKey | None = None) -> Path:
         data = manifest.to_json_bytes()
-        _write_synced(self.root / MANIFEST_NAME, data)
+        atomic_write_bytes(self.root / MANIFEST_NAME, data)
         if sign_key is not None:
-            _write_synced(self.root / SIGNATURE_NAME, signing.sign(sign_key, data))
-        _fsync_tree(self.root)
-        if self.target.exists():  # only with force=True
-            trash = self.target.with_name(f".{self.target.name}.replaced")
-            shutil.rmtree(trash, ignore_errors=True)
-            os.rename(self.target, trash)
-            os.rename(self.root, self.target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(self.root, self.target)
-        _fsync_dir(self.target.parent)
+            atomic_write_bytes(self.root / SIGNATURE_NAME, signing.sign(sign_key, data))
+        swap_dir(self.root, self.target)  # an existing target is only here with force=True
         self._committed = True
         return self.target
 
@@ -122,34 +114,3 @@ def check_file(root: Path, entry: FileEntry) -> None:
         raise IntegrityError(f"{entry.path} is missing from the bundle")
     if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
         raise IntegrityError(f"{entry.path}: sha256 differs from the manifest; the file was modified or corrupted")
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

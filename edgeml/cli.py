@@ -12,6 +12,7 @@ import sys
 import click
 
 from . import __version__
+from .errors import EdgeMLError
 
 # name -> "module:attribute" of a click command; one line per command, nothing imported here.
 COMMANDS: dict[str, str] = {
@@ -21,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "predict": "edgeml.runtime.cli_predict:predict",
     "serve": "edgeml.runtime.cli_serve:serve",
     "train": "edgeml.train.cli:train",
-    "fleet": "edgeml.fleet.cli:fleet",
+    "fleet": "edgeml.fleet_cli:fleet",
     "demo": "edgeml.demo_cli:demo",
 }
 SHORT_HELP: dict[str, str] = {
@@ -34,6 +35,15 @@ SHORT_HELP: dict[str, str] = {
     "fleet": "Run the fleet service; push models, assign versions, watch devices.",
     "demo": "Train, convert, deploy and roll out a model to simulated devices on this machine.",
 }
+
+
+class CLIError(click.ClickException):
+    """An EdgeMLError as click prints it: one `Error: …` line, the error's exit status."""
+
+    def __init__(self, error: EdgeMLError) -> None:
+        super().__init__(error.message)
+        self.exit_code = error.exit_code
+        self.error = error
 
 
 class LazyGroup(click.Group):
@@ -52,6 +62,13 @@ class LazyGroup(click.Group):
             module_name, attr = self.lazy[name].split(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        # The CLI boundary: a library error becomes `Error: <message>` and its exit status.
+        try:
+            return super().invoke(ctx)
+        except EdgeMLError as exc:
+            raise CLIError(exc) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Use the static short help so --help does not import every command module.

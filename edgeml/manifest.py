@@ -1,6 +1,8 @@
 """The bundle manifest: everything a device or the fleet needs to know about a model version.
 
-Field meanings are fixed by DESIGN.md ("The bundle"). Validation results, latency, reference statistics
+Field meanings are fixed by DESIGN.md ("The bundle"). Each artifact entry (`ArtifactEntry`, the typed
+contract `edgeml.messages.ArtifactDetails`) and the samples file entry are parsed strictly when a manifest
+is read: bounded strings, normalized relative paths, sha256 digests, finite numbers. Reference statistics
 and metrics are kept as plain JSON-able dicts produced by the modules that compute them.
 """
 
@@ -10,7 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BundleError
+from .errors import BundleError, IntegrityError
+from .messages import ArtifactDetails, FileEntry
+from .protocol import ProtocolError
 from .schema import TensorSpec
 
 FORMAT_VERSION = 1
@@ -20,59 +24,8 @@ SAMPLES_NAME = "samples.npz"
 ARTIFACTS_DIR = "artifacts"
 
 
-@dataclass
-class FileEntry:
-    path: str  # relative to the bundle root, with forward slashes
-    sha256: str
-    size: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "size": self.size}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FileEntry":
-        return cls(d["path"], d["sha256"], int(d["size"]))
-
-
-@dataclass
-class ArtifactEntry:
-    format: str  # "onnx", "tflite", "openvino"
-    precision: str  # "fp32", "fp16", "int8"
-    backend: str  # runtime backend that runs it: "onnxruntime", "litert", "openvino"
-    path: str  # the file a backend loads, relative to the bundle root
-    files: list[FileEntry] = field(default_factory=list)
-    validation: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)  # quantization settings, fixed shapes, ...
-
-    @property
-    def key(self) -> str:
-        return f"{self.format}/{self.precision}"
-
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "precision": self.precision,
-            "backend": self.backend,
-            "path": self.path,
-            "size": self.size,
-            "files": [f.to_dict() for f in self.files],
-            "validation": self.validation,
-            "latency": self.latency,
-            "details": self.details,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ArtifactEntry":
-        return cls(
-            d["format"], d["precision"], d["backend"], d["path"],
-            [FileEntry.from_dict(f) for f in d.get("files", [])],
-            d.get("validation", {}), d.get("latency", {}), d.get("details", {}),
-        )
+# The per-artifact record is a typed contract shared with the fleet and the device (edgeml.messages).
+ArtifactEntry = ArtifactDetails
 
 
 @dataclass
@@ -134,11 +87,15 @@ class Manifest:
                 inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
                 outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
                 labels=d.get("labels"),
-                artifacts=[ArtifactEntry.from_dict(a) for a in d.get("artifacts", [])],
-                samples=FileEntry.from_dict(d["samples"]) if d.get("samples") else None,
+                artifacts=[ArtifactDetails.parse(a, f"artifacts[{i}]") for i, a in enumerate(d.get("artifacts") or [])],
+                samples=FileEntry.parse(d["samples"], "samples") if d.get("samples") else None,
                 reference=d.get("reference", {}), metrics=d.get("metrics", {}),
                 format_version=version,
             )
+        except ProtocolError as exc:
+            # A path escaping the bundle is tampering, not a typo: refuse it as an integrity failure.
+            error = IntegrityError if exc.reason == "unsafe_path" else BundleError
+            raise error(f"manifest.json is malformed: {exc.detail}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"manifest.json is malformed: {exc!r}") from None
 

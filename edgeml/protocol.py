@@ -1,4 +1,7 @@
-"""The MQTT protocol between the fleet and its devices: topics, signed desired documents, payload checks.
+"""The MQTT protocol between the fleet and its devices: topics, signed documents, JSON framing.
+
+The messages themselves are typed contracts in edgeml.messages (Desired, Reported, Status, Telemetry,
+Event); this module holds what they share: topics, canonical JSON, signatures and ProtocolError.
 
 Topics (prefix `edgeml` by default), for device ID:
     PREFIX/devices/ID/desired    fleet -> device, retained, QoS 1, signed JSON with a sequence number
@@ -29,11 +32,16 @@ DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class ProtocolError(EdgeMLError):
-    """A message that does not parse or does not fit its schema; `reason` is a short counter key."""
+    """A message that does not parse or does not fit its schema.
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+    `reason` is a short, bounded counter key ("not_json", "oversized", "bad_schema", "bad_signature",
+    ...); `detail` says what was wrong; `field` names the offending field when there is one.
+    """
+
+    def __init__(self, reason: str, detail: str = "", field: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason, reason=reason)
+        self.detail = detail
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -91,27 +99,8 @@ def parse_json(payload: bytes) -> dict[str, Any]:
         raise ProtocolError("oversized", f"{len(payload)} bytes > {MAX_MESSAGE_BYTES}")
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         raise ProtocolError("not_json") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_schema", "expected a JSON object")
     return obj
-
-
-def require_fields(obj: dict[str, Any], spec: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
-    """Check required fields and their JSON types; ProtocolError("bad_schema") naming the field."""
-    for name, types in spec.items():
-        if name not in obj:
-            raise ProtocolError("bad_schema", f"missing field {name!r}")
-        value = obj[name]
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise ProtocolError("bad_schema", f"field {name!r} has the wrong type")
-        if not isinstance(value, types):
-            raise ProtocolError("bad_schema", f"field {name!r} has the wrong type")
-    return obj
-
-
-DESIRED_FIELDS = {"device_id": str, "seq": int, "model": str, "version": str, "manifest_url": str, "blob_url": str}
-REPORTED_FIELDS = {"state": str}
-TELEMETRY_FIELDS = {"seq": int, "interval_s": (int, float), "requests": int, "errors": int}
-EVENT_FIELDS = {"event": str}

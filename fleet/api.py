@@ -1,5 +1,8 @@
 """The fleet's REST API (FastAPI): bearer-token auth, JSON errors, OpenAPI at /openapi.json.
 
+Handlers and the domain below them raise EdgeMLErrors; one handler answers {"error": message} with the
+status HTTP_STATUS gives the error's reason (unknown reasons: 500, the fleet's fault, not the caller's).
+
 Manifests, signatures and blobs are readable without the token: they are content-addressed and signed,
 and devices fetch them with nothing but the desired document (decision recorded in docs/fleet.md).
 """
@@ -15,13 +18,35 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from edgeml.errors import EdgeMLError, NotFoundError, UsageError
 from edgeml.protocol import valid_device_id
 
-from .dashboard import dashboard_router
-from .dashboard.session import presented_token
+from .dashboard.routes import dashboard_router
+from .dashboard.session import Unauthorized, presented_token
 from .provision import provision_device
-from .registry import RegistryError
+from .registry import TOO_LARGE
+from .rollouts.api import rollouts_router
 from .service import FleetService
+
+# The one map from an error's reason to the HTTP status the API answers with.
+HTTP_STATUS: dict[str, int] = {
+    "usage": 422,  # a request that does not make sense
+    "invalid_spec": 422,  # a rollout specification out of range
+    "bad_input": 400,
+    "bad_bundle": 400,
+    "integrity": 400,
+    "bad_key": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "conflict": 409,
+    "exists": 409,
+    TOO_LARGE: 413,
+}
+
+
+def status_for(error: EdgeMLError) -> int:
+    """The HTTP status of an error: its reason's entry in HTTP_STATUS, else 500."""
+    return HTTP_STATUS.get(error.reason, 500)
 
 
 class AssignRequest(BaseModel):
@@ -40,9 +65,15 @@ def create_app(service: FleetService) -> FastAPI:
             return
         given = presented_token(request)  # bearer header, or the dashboard's cookie
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token; pass --token or EDGEML_FLEET_TOKEN")
+            raise Unauthorized("missing or wrong bearer token; pass --token or EDGEML_FLEET_TOKEN")
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(EdgeMLError)
+    async def edgeml_error(_request: Request, exc: EdgeMLError) -> JSONResponse:
+        status = status_for(exc)
+        return JSONResponse({"error": exc.message}, status_code=status,
+                            headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+
+    @app.exception_handler(HTTPException)  # FastAPI's own (unknown route, wrong method)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
                             headers={"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None)
@@ -65,10 +96,7 @@ def create_app(service: FleetService) -> FastAPI:
     @app.post("/api/v1/models", status_code=201, dependencies=[Depends(auth)])
     async def push(request: Request) -> dict[str, Any]:
         data = await request.body()
-        try:
-            r = service.registry.push_tar(data)
-        except RegistryError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+        r = service.registry.push_tar(data)
         return {"name": r.name, "version": r.version, "artifacts": r.artifacts, "signature_verified": r.signature_verified}
 
     @app.get("/api/v1/models", dependencies=[Depends(auth)])
@@ -87,7 +115,7 @@ def create_app(service: FleetService) -> FastAPI:
     def signature(name: str, version: str) -> Response:
         blob = _model_or_404(service, name, version)["signature_blob"]
         if blob is None:
-            raise HTTPException(404, f"{name} {version} is not signed")
+            raise NotFoundError(f"{name} {version} is not signed")
         return _blob(service, blob, "text/plain")
 
     @app.get("/api/v1/blobs/{digest}")
@@ -103,30 +131,30 @@ def create_app(service: FleetService) -> FastAPI:
     def device(device_id: str) -> dict[str, Any]:
         found = service.device_detail(device_id)
         if found is None:
-            raise HTTPException(404, f"unknown device {device_id!r}")
+            raise NotFoundError(f"unknown device {device_id!r}")
         return found
 
     @app.post("/api/v1/assign", dependencies=[Depends(auth)])
     def assign(req: AssignRequest) -> dict[str, Any]:
         if (req.device is None) == (req.selector is None):
-            raise HTTPException(422, "give exactly one of device or selector")
+            raise UsageError("give exactly one of device or selector")
         if service.registry.get(req.model, req.version) is None:
-            raise HTTPException(404, f"model {req.model} {req.version} is not registered; push it first")
+            raise NotFoundError(f"model {req.model} {req.version} is not registered; push it first")
         if req.device is not None:
             if service.devices.get(req.device) is None:
-                raise HTTPException(404, f"unknown device {req.device!r}")
+                raise NotFoundError(f"unknown device {req.device!r}")
             ids = [req.device]
         else:
             ids = service.devices.select(req.selector or {})
             if not ids:
-                raise HTTPException(404, f"no device matches {req.selector}")
+                raise NotFoundError(f"no device matches {req.selector}")
         docs = service.devices.assign(ids, req.model, req.version, service.publish)
         return {"assigned": [{"device": d["device_id"], "seq": d["seq"]} for d in docs]}
 
     @app.post("/api/v1/devices/{device_id}/provision", dependencies=[Depends(auth)])
     def provision(device_id: str) -> dict[str, Any]:
         if not valid_device_id(device_id):
-            raise HTTPException(422, "device ids use letters, digits, '.', '_' and '-'")
+            raise UsageError("device ids use letters, digits, '.', '_' and '-'")
         return provision_device(service, device_id)
 
     @app.get("/api/v1/versions", dependencies=[Depends(auth)])
@@ -143,19 +171,19 @@ def create_app(service: FleetService) -> FastAPI:
 
     app.include_router(dashboard_router(service, auth))
 
-    app.include_router(service.rollouts.router(), dependencies=[Depends(auth)])
+    app.include_router(rollouts_router(service.rollouts), dependencies=[Depends(auth)])
     return app
 
 
 def _model_or_404(service: FleetService, name: str, version: str) -> dict[str, Any]:
     found = service.registry.get(name, version)
     if found is None:
-        raise HTTPException(404, f"model {name} {version} is not registered")
+        raise NotFoundError(f"model {name} {version} is not registered")
     return found
 
 
 def _blob(service: FleetService, digest: str, media_type: str) -> Response:
     path = service.store.path(digest)
     if path is None:
-        raise HTTPException(404, f"no blob {digest}")
+        raise NotFoundError(f"no blob {digest}")
     return FileResponse(path, media_type=media_type)  # Starlette's FileResponse answers Range requests

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -11,19 +10,18 @@ import click
 from edgeml.errors import UsageError
 from edgeml.table import print_table
 
-server_option = click.option("--server", envvar="EDGEML_FLEET_SERVER", default="http://127.0.0.1:8000", show_default=True, help="Fleet API URL [env EDGEML_FLEET_SERVER].")
-token_option = click.option("--token", envvar="EDGEML_FLEET_TOKEN", help="API token [env EDGEML_FLEET_TOKEN].")
-
-
-def _client(server: str, token: str | None):
-    from .client import FleetClient
-
-    return FleetClient(server, token)
+from .cli_options import client as _client
+from .cli_options import kv as _kv
+from .cli_options import server_option, token_option
+from .rollouts.cli import rollout
 
 
 @click.group()
 def fleet() -> None:
     """Run the fleet service, push models, assign versions to devices, watch telemetry."""
+
+
+# `edgeml fleet simulate` runs device agents (edgeml.runtime): it is attached by the app layer, edgeml/fleet_cli.py.
 
 
 @fleet.command("serve")
@@ -139,63 +137,5 @@ def provision(device: str, server: str, token: str | None, as_json: bool) -> Non
     click.echo("# append to mosquitto's acl_file:")
     click.echo("\n".join(result["acl"]))
 
-
-@fleet.command("simulate")
-@click.option("--devices", type=click.IntRange(1, 5000), default=10, show_default=True)
-@server_option
-@token_option
-@click.option("--broker", "broker_url", help="MQTT broker [default: the one the fleet API reports].")
-@click.option("--verify-key", type=click.Path(path_type=Path), help="Key bundles are signed with [default: the fleet's key].")
-@click.option("--insecure", is_flag=True, help="Skip signature checks on the simulated devices.")
-@click.option("--tags", default="", help="Tags of every simulated device, k=v,k=v.")
-@click.option("--rps", type=float, default=5.0, show_default=True, help="Synthetic requests per second per device.")
-@click.option("--telemetry-interval", type=float, default=5.0, show_default=True)
-@click.option("--duration", type=float, help="Stop after this many seconds [default: until Ctrl-C].")
-@click.option("--store", type=click.Path(path_type=Path), default=Path("edgeml-sim"), show_default=True, help="Root of the devices' stores.")
-@click.option("--id-prefix", default="sim", show_default=True)
-@click.option("--traffic", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Requests drawn from this .npz (arrays keyed by input name) [default: the active bundle's golden samples].")
-def simulate(devices, server, token, broker_url, verify_key, insecure, tags, rps, telemetry_interval, duration, store, id_prefix,
-             traffic) -> None:
-    """Run N simulated devices (the real device agent, one process) serving a synthetic load."""
-    import time
-
-    from edgeml.runtime.agent.simulate import Simulation, SimulationConfig, load_traffic
-    from edgeml.runtime.fleet_mode import parse_tags
-    from edgeml.signing import load_public_key
-
-    info = _client(server, token).get("/api/v1/broker")
-    fleet_key = None
-    if not insecure:
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-        fleet_key = load_pem_public_key(info["fleet_public_key"].encode())
-    bundle_key = load_public_key(verify_key) if verify_key else fleet_key
-    sim = Simulation(SimulationConfig(devices, broker_url or info["url"], store, bundle_key, fleet_key, parse_tags(tags),
-                                      id_prefix, rps, telemetry_interval,
-                                      traffic=load_traffic(traffic) if traffic else None)).start()
-    click.echo(f"{devices} simulated devices on {broker_url or info['url']} (stores under {store}); Ctrl-C stops", err=True)
-    try:
-        deadline = time.monotonic() + duration if duration else None
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-
-
-def _kv(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise UsageError(f"selector {text!r}: use k=v")
-    k, v = text.split("=", 1)
-    return k, v
-
-
-def env_default(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-from .rollouts.cli import rollout  # noqa: E402  (last: the subgroup reuses this module's options)
 
 fleet.add_command(rollout)

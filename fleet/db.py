@@ -1,4 +1,10 @@
-"""The fleet database (SQLAlchemy Core): SQLite by default, Postgres through a URL."""
+"""The fleet database (SQLAlchemy Core): SQLite by default, Postgres through a URL.
+
+Every table joins the one `metadata` where it is defined: the core tables here, the rollout tables in
+rollouts/models.py (which imports this module, never the reverse). `connect` creates every table
+registered by then, so the caller imports the modules whose tables it uses first (fleet/service.py
+imports the rollout engine at module level).
+"""
 
 from __future__ import annotations
 
@@ -69,7 +75,7 @@ def default_url(data_dir: Path) -> str:
 
 
 def connect(url: str) -> Engine:
-    """Create the engine and the schema. SQLite gets WAL mode so ingest and API reads don't block each other."""
+    """Create the engine and the schema of every table on `metadata`. SQLite gets WAL mode so ingest and API reads don't block each other."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -81,7 +87,5 @@ def connect(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    from .rollouts import models as _rollout_tables  # noqa: F401  (the rollout tables join this metadata)
-
     metadata.create_all(engine)
     return engine

@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from edgeml.protocol import Topics, sign_document
+from edgeml.messages import Desired, Reported, ShadowSpec, Status
+from edgeml.protocol import Topics
 
 from . import db
 
@@ -31,10 +32,10 @@ class DeviceRegistry:
             else:
                 conn.execute(update(db.devices).where(db.devices.c.id == device_id).values(last_seen=now, **fields))
 
-    def on_status(self, device_id: str, status: str) -> None:
-        self.touch(device_id, online=(status == "online"))
+    def on_status(self, device_id: str, status: Status) -> None:
+        self.touch(device_id, online=status.online)
 
-    def on_reported(self, device_id: str, doc: dict[str, Any]) -> tuple[str, str] | None:
+    def on_reported(self, device_id: str, doc: Reported) -> tuple[str, str] | None:
         """Store the reported state; return (model, version) when the desired document must be reissued.
 
         A device that applied a sequence number this fleet never issued (the fleet's database was
@@ -43,22 +44,23 @@ class DeviceRegistry:
         the desired version, reissues it. A failed install of the fleet's own latest document is not
         retried this way (same sequence number): retries are an operator's or a rollout's decision.
         """
-        fields: dict[str, Any] = {"reported": doc, "state": doc.get("state"), "error": doc.get("error"),
-                                  "model": doc.get("model"), "version": doc.get("version")}
-        for key in ("arch", "backends", "tags"):
-            if key in doc:
-                fields[key] = doc[key]
+        fields: dict[str, Any] = {"reported": doc.to_dict(), "state": doc.state, "error": doc.error,
+                                  "model": doc.model, "version": doc.version}
+        if doc.arch is not None:
+            fields["arch"] = doc.arch
+        if doc.backends is not None:
+            fields["backends"] = list(doc.backends)
+        if doc.tags is not None:
+            fields["tags"] = doc.tags
         self.touch(device_id, **fields)
-        seq = doc.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            return None
+        seq = doc.seq
         with self.engine.begin() as conn:
             row = conn.execute(select(db.devices.c.desired_seq, db.devices.c.desired_model, db.devices.c.desired_version)
                                .where(db.devices.c.id == device_id)).first()
             if row is None or seq <= (row.desired_seq or 0):
                 return None
             conn.execute(update(db.devices).where(db.devices.c.id == device_id).values(desired_seq=seq))
-        if row.desired_model and (doc.get("model"), doc.get("version")) != (row.desired_model, row.desired_version):
+        if row.desired_model and (doc.model, doc.version) != (row.desired_model, row.desired_version):
             return row.desired_model, row.desired_version
         return None
 
@@ -92,6 +94,7 @@ class DeviceRegistry:
 
         `shadow` (model, version): a candidate the device installs beside the active model and mirrors
         a sample of requests to (shadow rollouts); a document without it removes any shadow.
+        Returns the published documents as dicts (`Desired.to_dict()`).
         """
         docs = []
         with self.engine.begin() as conn:
@@ -101,15 +104,13 @@ class DeviceRegistry:
                              .values(desired_seq=seq, desired_model=model, desired_version=version))
                 docs.append(self.desired_document(device_id, seq, model, version, shadow))
         for doc in docs:
-            publish(self.topics.device(doc["device_id"], "desired"), sign_document(doc, self.sign_key), True)
-        return docs
+            publish(self.topics.device(doc.device_id, "desired"), doc.sign(self.sign_key), True)
+        return [doc.to_dict() for doc in docs]
 
     def desired_document(self, device_id: str, seq: int, model: str, version: str,
-                         shadow: tuple[str, str] | None = None) -> dict[str, Any]:
-        doc = {"device_id": device_id, "seq": seq, **self._locations(model, version), "issued_at": time.time()}
-        if shadow is not None:
-            doc["shadow"] = self._locations(*shadow)
-        return doc
+                         shadow: tuple[str, str] | None = None) -> Desired:
+        return Desired(device_id, seq, **self._locations(model, version), issued_at=time.time(),
+                       shadow=None if shadow is None else ShadowSpec(**self._locations(*shadow)))
 
     def _locations(self, model: str, version: str) -> dict[str, str]:
         base = f"{self.public_url}/api/v1"

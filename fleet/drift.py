@@ -17,10 +17,11 @@ MIN_KS_SAMPLES = 30
 
 
 def psi(reference: list[float] | np.ndarray, live: list[float] | np.ndarray) -> float:
+    """Population stability index of live counts against reference counts on the same bins (0 if either is empty)."""
     ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(live, dtype=np.float64)
-    n = min(len(ref), len(cur))
-    ref, cur = ref[:n], cur[:n]
+    if len(ref) != len(cur):
+        raise ValueError(f"PSI compares counts on the same bins: {len(ref)} reference bins, {len(cur)} live")
     if ref.sum() <= 0 or cur.sum() <= 0:
         return 0.0
     p = np.clip(ref / ref.sum(), EPS, None)
@@ -31,6 +32,8 @@ def psi(reference: list[float] | np.ndarray, live: list[float] | np.ndarray) -> 
 def ks_binned(reference: list[float], live: list[float]) -> tuple[float, float] | None:
     """KS statistic on the binned CDFs and its asymptotic p-value; None with too few samples."""
     ref, cur = np.asarray(reference, np.float64), np.asarray(live, np.float64)
+    if len(ref) != len(cur):
+        raise ValueError(f"KS compares counts on the same bins: {len(ref)} reference bins, {len(cur)} live")
     n, m = ref.sum(), cur.sum()
     if n < MIN_KS_SAMPLES or m < MIN_KS_SAMPLES:
         return None
@@ -51,7 +54,7 @@ def drift_report(reference: dict[str, Any], live_features: dict[str, list[int]],
     features = []
     for ref in reference.get("features", []):
         live = live_features.get(ref["feature"])
-        if not live:
+        if not live or len(live) != len(ref["counts"]):  # no data, or counted on other bins: not comparable
             continue
         value = psi(ref["counts"], live)
         entry = {"feature": ref["feature"], "psi": round(value, 5), "level": level(value, warn, alert), "samples": int(sum(live))}
@@ -61,7 +64,7 @@ def drift_report(reference: dict[str, Any], live_features: dict[str, list[int]],
         features.append(entry)
     out: dict[str, Any] = {"features": features, "thresholds": {"warn": warn, "alert": alert}}
     ref_pred = reference.get("prediction")
-    if ref_pred and live_prediction:
+    if ref_pred and live_prediction and len(live_prediction) == len(ref_pred["counts"]):
         value = psi(ref_pred["counts"], live_prediction)
         out["prediction"] = {"psi": round(value, 5), "level": level(value, warn, alert), "samples": int(sum(live_prediction))}
     worst = max([f["psi"] for f in features] + [out.get("prediction", {}).get("psi", 0.0)], default=0.0)

@@ -17,13 +17,15 @@ import time
 from collections import Counter
 from typing import Any
 
-from edgeml.errors import UsageError
-from edgeml.protocol import ProtocolError, Topics, parse_json
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from edgeml.errors import UsageError
+from edgeml.messages import Event, Telemetry
+from edgeml.protocol import ProtocolError, Topics
+
 from . import db
-from .telemetry import IngestCounters, TelemetryIngest, validate_telemetry
+from .telemetry import IngestCounters, TelemetryIngest
 
 REPORT_S = 1.0
 
@@ -49,18 +51,18 @@ class KnownDevices:
 
 
 def store_event(engine: Engine, device_id: str, payload: bytes) -> None:
-    from edgeml.protocol import EVENT_FIELDS, require_fields
-
-    msg = require_fields(parse_json(payload), EVENT_FIELDS)
+    """Parse an event (ProtocolError when malformed) and store its contract fields."""
+    msg = Event.parse(payload)
     with engine.begin() as conn:
-        conn.execute(db.events.insert().values(device_id=device_id, received_at=time.time(), event=msg["event"], payload=msg))
+        conn.execute(db.events.insert().values(device_id=device_id, received_at=time.time(), event=msg.event,
+                                               payload=msg.to_dict()))
 
 
 def telemetry_handler(known: KnownDevices, ingest: TelemetryIngest):
     def on_telemetry(device_id: str, payload: bytes) -> None:
-        msg = validate_telemetry(parse_json(payload))
+        msg = Telemetry.parse(payload)
         known.check(device_id)
-        ingest.submit(device_id, msg, payload)
+        ingest.submit(device_id, msg)
 
     return on_telemetry
 
@@ -69,7 +71,8 @@ def _worker(index: int, db_url: str, broker_url: str, prefix: str, session: str,
     from .bus import FleetBus
 
     engine = db.connect(db_url)
-    ingest, counters, known = TelemetryIngest(engine), IngestCounters(), KnownDevices(engine)
+    counters, known = IngestCounters(), KnownDevices(engine)
+    ingest = TelemetryIngest(engine, on_dropped=counters.drop)
     bus = FleetBus(broker_url, Topics(prefix), {"telemetry": telemetry_handler(known, ingest),
                                                 "events": lambda d, p: store_event(engine, d, p)}, counters,
                    session=None, split=True, group=f"edgeml-fleet-{session}")

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
 from edgeml.bundle import verify_bundle
-from edgeml.errors import EdgeMLError
+from edgeml.errors import BundleError, ConflictError, EdgeMLError, IntegrityError
 from edgeml.hashing import sha256_file
 from edgeml.manifest import MANIFEST_NAME, SIGNATURE_NAME
 
@@ -24,13 +24,7 @@ from . import db
 from .store import BlobStore
 
 MAX_BUNDLE_BYTES = 2 * 1024**3
-
-
-class RegistryError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+TOO_LARGE = "too_large"  # reason of an upload over MAX_BUNDLE_BYTES
 
 
 @dataclass
@@ -48,7 +42,7 @@ class Registry:
     def push_tar(self, data: bytes) -> Registered:
         """Register a bundle uploaded as a (gzip) tar of the bundle directory's contents."""
         if len(data) > MAX_BUNDLE_BYTES:
-            raise RegistryError(413, "bundle too large")
+            raise BundleError("bundle too large", reason=TOO_LARGE)
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "bundle"
             root.mkdir()
@@ -57,11 +51,12 @@ class Registry:
 
     def push_dir(self, root: Path) -> Registered:
         if not (root / SIGNATURE_NAME).is_file() and self.verify_key is not None:
-            raise RegistryError(400, "bundle is not signed; this fleet only accepts bundles signed by its key")
+            raise IntegrityError("bundle is not signed; this fleet only accepts bundles signed by its key")
         try:
             result = verify_bundle(root, public_key=self.verify_key)
         except EdgeMLError as exc:
-            raise RegistryError(400, f"bundle rejected: {exc.message}") from None
+            kind = IntegrityError if isinstance(exc, IntegrityError) else BundleError
+            raise kind(f"bundle rejected: {exc.message}") from None
         m = result.manifest
         for entry in m.all_files():
             self.store.put_file(root / entry.path, expected=entry.sha256)
@@ -75,7 +70,7 @@ class Registry:
             with self.engine.begin() as conn:
                 conn.execute(db.models.insert().values(**row))
         except DBIntegrityError:
-            raise RegistryError(409, f"{m.name} {m.version} is already registered; bump --version to push a new one") from None
+            raise ConflictError(f"{m.name} {m.version} is already registered; bump --version to push a new one") from None
         return Registered(m.name, m.version, [a.key for a in m.artifacts], result.signature_verified)
 
     def list(self) -> list[dict[str, Any]]:
@@ -109,10 +104,10 @@ def _safe_extract(data: bytes, root: Path) -> None:
             for member in tar.getmembers():
                 target = (root / member.name).resolve()
                 if not str(target).startswith(str(root.resolve())) or member.issym() or member.islnk():
-                    raise RegistryError(400, f"unsafe path in bundle archive: {member.name}")
+                    raise BundleError(f"unsafe path in bundle archive: {member.name}")
             tar.extractall(root, filter="data")
     except tarfile.TarError as exc:
-        raise RegistryError(400, f"upload is not a tar archive of a bundle: {exc}") from None
+        raise BundleError(f"upload is not a tar archive of a bundle: {exc}") from None
 
 
 def pack_bundle(bundle: Path) -> bytes:
@@ -125,4 +120,4 @@ def pack_bundle(bundle: Path) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["Registry", "RegistryError", "Registered", "pack_bundle", "sha256_file"]
+__all__ = ["Registry", "Registered", "pack_bundle", "sha256_file"]

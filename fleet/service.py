@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from edgeml import signing
 from edgeml.errors import EdgeMLError
-from edgeml.protocol import EVENT_FIELDS, REPORTED_FIELDS, ProtocolError, Topics, parse_json, require_fields
+from edgeml.messages import Reported, Status, Telemetry
+from edgeml.protocol import ProtocolError, Topics
 
 from . import db
 from .broker import EmbeddedBroker
@@ -22,8 +23,9 @@ from .bus import FleetBus
 from .devices import DeviceRegistry
 from .registry import Registry
 from .rollouts.engine import RolloutEngine
+from .rollouts.repository import RolloutRepository
 from .store import BlobStore
-from .telemetry import IngestCounters, TelemetryIngest, aggregate, drift_for, rows_since
+from .telemetry import IngestCounters, TelemetryIngest, TelemetryReader, aggregate, drift_for, rows_since
 
 log = logging.getLogger("edgeml.fleet")
 
@@ -63,11 +65,12 @@ class FleetService:
         self.devices = DeviceRegistry(self.engine, self.topics, signing.load_private_key(self.sign_key_path),
                                       config.public_url or f"http://{config.http_host}:{config.http_port}")
         self.counters = IngestCounters()
-        self.ingest = TelemetryIngest(self.engine)
+        self.ingest = TelemetryIngest(self.engine, on_dropped=self.counters.drop)
         self.broker: EmbeddedBroker | None = None
         self.bus: FleetBus | None = None
         self._known: set[str] = set()
-        self.rollouts = RolloutEngine(self)
+        self.rollouts = RolloutEngine(RolloutRepository(self.engine), self.devices, self.publish,
+                                      TelemetryReader(self.engine), self.registry)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start_mqtt(self) -> None:
@@ -100,30 +103,27 @@ class FleetService:
             self.broker.stop()
 
     # -- MQTT handlers (run on the MQTT network thread; must be quick) ----------------------------
+    # Each handler parses its payload into the typed contract first (ProtocolError: the bus counts the
+    # drop by reason); nothing past the parse sees the raw JSON.
     def on_status(self, device_id: str, payload: bytes) -> None:
-        status = payload.decode(errors="replace").strip()
-        if status not in ("online", "offline"):
-            raise ProtocolError("bad_schema", "status must be online or offline")
-        self.devices.on_status(device_id, status)
+        self.devices.on_status(device_id, Status.parse(payload))
         self._known.add(device_id)
 
     def on_reported(self, device_id: str, payload: bytes) -> None:
-        doc = require_fields(parse_json(payload), REPORTED_FIELDS)
+        doc = Reported.parse(payload)
         reissue = self.devices.on_reported(device_id, doc)
         self._known.add(device_id)
         if reissue is not None and self.bus is not None:
             log.info("device %s applied sequence %s that this fleet did not issue; reissuing %s %s",
-                     device_id, doc.get("seq"), *reissue)
+                     device_id, doc.seq, *reissue)
             self.devices.assign([device_id], reissue[0], reissue[1], self.publish)
 
     def on_telemetry(self, device_id: str, payload: bytes) -> None:
-        from .telemetry import validate_telemetry
-
-        msg = validate_telemetry(parse_json(payload))
+        msg = Telemetry.parse(payload)
         if device_id not in self._known and self.devices.get(device_id) is None:
             raise ProtocolError("unknown_device", device_id)
         self._known.add(device_id)
-        self.ingest.submit(device_id, msg, payload)
+        self.ingest.submit(device_id, msg)
 
     def on_event(self, device_id: str, payload: bytes) -> None:
         from .ingest_workers import store_event

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from edgeml.atomic import atomic_copy, atomic_write_bytes
 from edgeml.hashing import sha256_file
 
 HEX = set("0123456789abcdef")
@@ -29,25 +27,11 @@ class BlobStore:
         if expected is not None and digest != expected:
             raise ValueError(f"{src.name}: sha256 {digest} differs from the expected {expected}")
         if self.path(digest) is None:
-            target = self.root / digest[:2] / digest
-            target.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-                shutil.copyfileobj(inp, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
+            atomic_copy(src, self.root / digest[:2] / digest)
         return digest
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         if self.path(digest) is None:
-            target = self.root / digest[:2] / digest
-            target.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
+            atomic_write_bytes(self.root / digest[:2] / digest, data)
         return digest

@@ -1,10 +1,12 @@
-"""Telemetry ingest (validated, batched inserts) and aggregates per device and per version.
+"""Telemetry ingest (parsed, batched inserts) and aggregates per device and per version.
 
-A device's telemetry message (edgeml/devices/ID/telemetry), all counts since its previous message:
+A device's telemetry message (edgeml/devices/ID/telemetry) is the typed contract
+`edgeml.messages.Telemetry`, all counts since its previous message:
     {"seq", "ts", "interval_s", "model", "version", "requests", "errors",
      "latency": {"buckets": [upper bounds, s], "counts": [per bucket, last = +Inf]},
      "cpu_percent", "rss_bytes", "features": {name: [counts on the bundle's bins]}, "prediction": [counts],
-     "dropped": outbox messages dropped while offline}
+     "dropped": outbox messages dropped while offline, "shadow": the shadow candidate's comparison}
+It is parsed once, at ingest (`Telemetry.parse`); what is stored is its canonical JSON.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from edgeml.protocol import TELEMETRY_FIELDS, ProtocolError, require_fields
+from edgeml.histograms import HistogramSum, histogram_quantile
+from edgeml.messages import Telemetry
 
 from . import db
 from .drift import drift_report
@@ -28,40 +31,31 @@ BATCH = 1000
 FLUSH_S = 0.2
 
 
-def validate_telemetry(msg: dict[str, Any]) -> dict[str, Any]:
-    require_fields(msg, TELEMETRY_FIELDS)
-    if msg["requests"] < 0 or msg["errors"] < 0 or msg["errors"] > msg["requests"] or msg["interval_s"] <= 0:
-        raise ProtocolError("bad_schema", "counts must be non-negative, errors <= requests, interval > 0")
-    lat = msg.get("latency")
-    if lat is not None and (not isinstance(lat, dict) or len(lat.get("counts", [])) != len(lat.get("buckets", [])) + 1):
-        raise ProtocolError("bad_schema", "latency needs buckets and counts (one more count, for +Inf)")
-    for key in ("features",):
-        if key in msg and not isinstance(msg[key], dict):
-            raise ProtocolError("bad_schema", f"{key} must be an object")
-    return msg
-
-
 class TelemetryIngest:
-    """Validated messages go to a deque; one writer thread stores them in batches every FLUSH_S.
+    """Parsed messages go to a deque; one writer thread stores them in batches every FLUSH_S.
 
     No lock or condition variable per message (deque.append is atomic): the MQTT network thread
-    only parses, validates and appends. The raw payload is stored as received.
+    only parses and appends. The stored payload is the message's canonical JSON (`Telemetry.to_json`:
+    the contract's fields only, never a device's extra fields). A batch the database refuses is
+    retried row by row: a row refused while others are stored is dropped and counted
+    (`on_dropped("store_error")`); when every row fails the database is away, and all are kept.
     """
 
-    def __init__(self, engine: Engine, on_stored: Callable[[int], None] | None = None) -> None:
+    def __init__(self, engine: Engine, on_stored: Callable[[int], None] | None = None,
+                 on_dropped: Callable[[str], None] | None = None) -> None:
         self.engine = engine
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._insert_sql = (f"INSERT INTO {db.telemetry.name} (device_id, model, version, received_at, seq, payload) "
                             f"VALUES ({', '.join([mark] * 6)})")
         self.pending: deque[tuple] = deque()
         self.stored = 0
-        self.on_stored = on_stored
+        self.on_stored, self.on_dropped = on_stored, on_dropped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, device_id: str, msg: dict[str, Any], raw: bytes) -> None:
-        self.pending.append((device_id, msg.get("model"), msg.get("version"), time.time(), msg["seq"], raw.decode()))
+    def submit(self, device_id: str, msg: Telemetry) -> None:
+        self.pending.append((device_id, msg.model, msg.version, time.time(), msg.seq, msg.to_json().decode()))
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_S):
@@ -75,9 +69,25 @@ class TelemetryIngest:
                 rows.append(self.pending.popleft())
             try:
                 self._write(rows)
-            except Exception:  # keep the rows: a database hiccup must not lose telemetry
-                self.pending.extendleft(reversed(rows))
-                return
+            except Exception:
+                if not self._write_each(rows):  # keep the rows: a database hiccup must not lose telemetry
+                    self.pending.extendleft(reversed(rows))
+                    return
+
+    def _write_each(self, rows: list[tuple]) -> bool:
+        """Store rows one at a time; False (nothing stored) when every one fails."""
+        failed = []
+        for row in rows:
+            try:
+                self._write([row])
+            except Exception:
+                failed.append(row)
+        if len(failed) == len(rows):
+            return False
+        for _ in failed:
+            if self.on_dropped:
+                self.on_dropped("store_error")
+        return True
 
     def _write(self, rows: list[tuple]) -> None:
         # The driver's executemany straight away: SQLAlchemy's per-row parameter processing would cost
@@ -130,46 +140,31 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _latency(payloads: list[dict[str, Any]]) -> dict[str, float]:
-    merged: np.ndarray | None = None
-    buckets: list[float] | None = None
-    for p in payloads:
-        lat = p.get("latency")
-        if not lat:
-            continue
-        if buckets is None:
-            buckets, merged = list(lat["buckets"]), np.zeros(len(lat["counts"]))
-        if list(lat["buckets"]) == buckets:
-            merged += np.asarray(lat["counts"], dtype=np.float64)
-    if merged is None or merged.sum() == 0:
+    return latency_quantiles(p.get("latency") for p in payloads)
+
+
+def latency_quantiles(latencies: Iterable[dict[str, Any] | None], percentiles: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
+    """{"latency_pNN_s": value} of the merged latency histograms (none without observations)."""
+    merged = HistogramSum()
+    for lat in latencies:
+        if lat:
+            merged.add(lat["counts"], bounds=lat["buckets"])
+    if merged.total == 0:
         return {}
-    return {f"latency_p{q}_s": histogram_quantile(buckets, merged, q / 100) for q in (50, 95, 99)}
-
-
-def histogram_quantile(buckets: list[float], counts: np.ndarray, q: float) -> float:
-    """Prometheus-style quantile: linear interpolation inside the bucket holding the q-th observation."""
-    cum = np.cumsum(counts)
-    rank = q * cum[-1]
-    i = int(np.searchsorted(cum, rank, side="left"))
-    if i >= len(buckets):
-        return float(buckets[-1])
-    lower = 0.0 if i == 0 else buckets[i - 1]
-    below = 0.0 if i == 0 else cum[i - 1]
-    inside = counts[i]
-    return float(lower + (buckets[i] - lower) * ((rank - below) / inside if inside else 0.0))
+    return {f"latency_p{q}_s": histogram_quantile(merged.bounds, merged.counts, q / 100) for q in percentiles}
 
 
 def live_histograms(rows: list[dict[str, Any]]) -> tuple[dict[str, list[int]], list[int] | None]:
-    features: dict[str, np.ndarray] = {}
-    prediction: np.ndarray | None = None
+    """The rows' feature and prediction histograms, each summed on its bins (see edgeml.histograms.HistogramSum)."""
+    features: dict[str, HistogramSum] = {}
+    prediction = HistogramSum()
     for r in rows:
         p = r["payload"]
         for name, counts in (p.get("features") or {}).items():
-            arr = np.asarray(counts, dtype=np.int64)
-            features[name] = arr if name not in features or len(features[name]) != len(arr) else features[name] + arr
+            features.setdefault(name, HistogramSum()).add(counts)
         if p.get("prediction"):
-            arr = np.asarray(p["prediction"], dtype=np.int64)
-            prediction = arr if prediction is None or len(prediction) != len(arr) else prediction + arr
-    return {k: v.tolist() for k, v in features.items()}, None if prediction is None else prediction.tolist()
+            prediction.add(p["prediction"])
+    return {k: v.tolist() for k, v in features.items()}, prediction.tolist()
 
 
 def drift_for(rows: list[dict[str, Any]], manifest: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -198,3 +193,19 @@ class IngestCounters:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"received": dict(self.received), "dropped": dict(self.dropped)}
+
+
+class TelemetryReader:
+    """Telemetry rows and device events from the fleet database (the rollout engine's TelemetryReader)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def rows_since(self, since: float, model: str | None = None) -> list[dict[str, Any]]:
+        rows = rows_since(self.engine, since)
+        return rows if model is None else [r for r in rows if r["model"] == model]
+
+    def events_since(self, since: float, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        q = select(db.events).where(db.events.c.received_at >= since, db.events.c.event.in_(list(kinds)))
+        with self.engine.connect() as conn:
+            return [dict(e) for e in conn.execute(q).mappings()]

@@ -2,8 +2,8 @@
 
 A worker thread takes the first waiting request, then waits at most `max_delay` for more until
 `max_batch` samples are gathered, runs them as one batch and hands each caller its slice. Requests
-are checked (`Model.prepare`) by their callers first, so one bad request never fails the others.
-Off by default: it trades a little latency for throughput under concurrent load.
+are checked by their callers first (`Model.prepare`, or the OIP decoder with the model's own input
+checks), so one bad request never fails the others. Off by default: it trades a little latency for throughput under concurrent load.
 """
 
 from __future__ import annotations

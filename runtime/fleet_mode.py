@@ -8,7 +8,8 @@ from typing import Any
 
 from edgeml.bundle import read_manifest
 from edgeml.errors import UsageError
-from edgeml.protocol import valid_device_id
+from edgeml.messages import Reported
+from edgeml.protocol import ProtocolError, valid_device_id
 
 from .integrity import public_key
 from .selection import Preference
@@ -22,6 +23,10 @@ def parse_tags(text: str) -> dict[str, str]:
             raise UsageError(f"--tags {text!r}: use k=v,k=v")
         k, v = item.split("=", 1)
         tags[k.strip()] = v.strip()
+    try:  # the tags travel in the reported document: they must fit its contract
+        Reported.parse({"state": "idle", "tags": tags})
+    except ProtocolError as exc:
+        raise UsageError(f"--tags {text!r}: {exc.detail}") from None
     return tags
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgeml.errors import DataError
+from edgeml.samples import sample_inputs
 from edgeml.schema import TensorSpec
 
 SUFFIXES = (".npz", ".csv", ".json")
@@ -46,8 +47,7 @@ def _npz(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
             arrays = {k: data[k] for k in data.files}
     except Exception as exc:
         raise DataError(f"{path} is not a readable .npz file: {exc}") from None
-    if any(k.startswith("input/") for k in arrays):
-        arrays = {k[len("input/"):]: v for k, v in arrays.items() if k.startswith("input/")}
+    arrays = sample_inputs(arrays)  # a bundle's samples.npz: its input/NAME arrays
     names = [s.name for s in specs]
     if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
         return {names[0]: next(iter(arrays.values()))}
@@ -106,7 +106,7 @@ def _json(path: Path) -> Any:
 
 
 def _oip_inputs(tensors: list[Any], path: Path) -> dict[str, np.ndarray]:
-    from .server.protocol import ProtocolError, tensor_array
+    from .server.protocol import RequestError, tensor_array
 
     feeds = {}
     for t in tensors:
@@ -114,6 +114,6 @@ def _oip_inputs(tensors: list[Any], path: Path) -> dict[str, np.ndarray]:
             raise DataError(f"{path.name}: each entry of \"inputs\" needs name, shape, datatype and data")
         try:
             feeds[t["name"]] = tensor_array(t["name"], t["shape"], t["datatype"], t["data"])
-        except ProtocolError as exc:
+        except (RequestError, DataError) as exc:
             raise DataError(f"{path.name}: {exc.message}") from None
     return feeds

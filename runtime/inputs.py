@@ -2,8 +2,8 @@
 
 Everything that depends only on the schema (dtypes, ranks, fixed dimensions, feature names) is
 computed once when the model loads. The hot path for a correctly typed array is a handful of
-attribute checks; anything else goes through a slower path that converts safely or raises a
-`DataError` naming the input, the expected and the received dtype/shape.
+attribute checks; anything else goes through a slower path that casts by the shared rules of
+`edgeml.tensors` or raises a `DataError` naming the input, the expected and the received dtype/shape.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeml import dtypes
+from edgeml import dtypes, tensors
 from edgeml.errors import DataError
 from edgeml.schema import TensorSpec
 
@@ -52,8 +52,10 @@ class InputCheck:
         return self.convert(value)
 
     def convert(self, value: Any) -> np.ndarray:
-        arr = self._as_array(value)
-        arr = self._cast(arr)
+        return self.fit_shape(tensors.cast(self._as_array(value), self.dtype, self.name))
+
+    def fit_shape(self, arr: np.ndarray) -> np.ndarray:
+        """`arr` (already of this input's dtype) with a missing axis added, checked against the shape."""
         if arr.ndim == self.rank - 1:
             arr = self._add_missing_axis(arr)
         if arr.ndim != self.rank or any(arr.shape[axis] != size for axis, size in self.fixed):
@@ -69,27 +71,6 @@ class InputCheck:
             raise DataError(f"input {self.name!r}: cannot make an array of the value given ({exc}); "
                             f"expected {self.spec.dtype} {_shape_text(self.spec.shape)}") from None
 
-    def _cast(self, arr: np.ndarray) -> np.ndarray:
-        kind = arr.dtype.kind
-        if self.is_string:
-            if kind == "U":
-                return arr
-            if kind == "O" and all(v is None or isinstance(v, str) for v in arr.flat):
-                return np.where(arr == None, "", arr).astype(str)  # noqa: E711 (elementwise)
-            raise self._dtype_error(arr)
-        if arr.dtype == self.dtype:
-            return arr
-        if kind in "USO":
-            raise self._dtype_error(arr)
-        want = self.dtype.kind
-        # Safe: any float width to float, ints/bools to float, ints to wider-or-equal ints, bool to int.
-        if (want == "f" and kind in "fiub") or (want in "iu" and np.can_cast(arr.dtype, self.dtype, "safe")) \
-                or (want in "iu" and kind == "b") or (want == "b" and kind == "b"):
-            return arr.astype(self.dtype)
-        if want in "iu" and kind in "iu" and arr.size and _fits(arr, self.dtype):
-            return arr.astype(self.dtype)
-        raise self._dtype_error(arr)
-
     def _add_missing_axis(self, arr: np.ndarray) -> np.ndarray:
         """[n] for a [?, 1] column, or one sample without its batch axis for a [?, ...] input."""
         if self.rank >= 2 and self.spec.shape[-1] == 1:
@@ -98,19 +79,9 @@ class InputCheck:
             return arr.reshape(1, *arr.shape)
         return arr
 
-    def _dtype_error(self, arr: np.ndarray) -> DataError:
-        got = "string" if arr.dtype.kind in "USO" else arr.dtype.name
-        return DataError(f"input {self.name!r} expects dtype {self.spec.dtype}, got {got} "
-                         f"(shape {_shape_text(arr.shape)}); it cannot be converted safely")
-
     def _shape_error(self, shape: Sequence[int]) -> DataError:
         return DataError(f"input {self.name!r} expects shape {_shape_text(self.spec.shape)} "
                          f"({self.spec.dtype}), got shape {_shape_text(shape)}")
-
-
-def _fits(arr: np.ndarray, dtype: np.dtype) -> bool:
-    info = np.iinfo(dtype)
-    return bool(arr.min() >= info.min and arr.max() <= info.max)
 
 
 def _matches(shape: Sequence[int], expected: Sequence[int | None]) -> bool:
@@ -205,17 +176,7 @@ class FeedBuilder:
 
 
 def _column_array(rows: list[list[Any]], check: InputCheck) -> np.ndarray:
-    if check.is_string:
-        return np.array([[_as_text(v, check.name) for v in row] for row in rows], dtype=object)
-    if any(isinstance(v, str) for row in rows for v in row):
-        bad = next(v for row in rows for v in row if isinstance(v, str))
-        raise DataError(f"input {check.name!r} expects {check.spec.dtype} values, got the string {bad!r}")
+    """Record values as an array for `check`: text stays objects (None is missing), numbers get NaN for None."""
+    if check.is_string or any(isinstance(v, str) for row in rows for v in row):
+        return np.array(rows, dtype=object)  # the cast turns None into "" or refuses a string, naming it
     return np.array([[math.nan if v is None else v for v in row] for row in rows])
-
-
-def _as_text(v: Any, name: str) -> str | None:
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and v != v):
-        return None  # missing: becomes "" like in `edgeml convert`'s data loading
-    raise DataError(f"input {name!r} expects string values, got {type(v).__name__} {v!r}")

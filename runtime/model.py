@@ -15,9 +15,10 @@ import numpy as np
 from edgeml.errors import DataError, EdgeMLError, UsageError
 from edgeml.manifest import ArtifactEntry, Manifest
 from edgeml.schema import TensorSpec
+from edgeml.tensors import fixed_batch as schema_fixed_batch
+from edgeml.tensors import run_in_chunks
 
 from .backends import BackendOptions, get_backend
-from .chunks import run_in_chunks
 from .inputs import FeedBuilder, Feeds
 from .integrity import VerifyKey, check_artifact, public_key, read_checked_manifest
 from .selection import AUTO, Choice, Preference, select_artifact
@@ -25,6 +26,8 @@ from .selection import AUTO, Choice, Preference, select_artifact
 
 class InferenceError(EdgeMLError):
     """The backend failed on inputs that passed the schema checks."""
+
+    reason = "inference_failed"
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,7 @@ def fixed_batch(inputs: list[TensorSpec], artifact: ArtifactEntry) -> int | None
     recorded = artifact.details.get("fixed_batch")
     if recorded:
         return int(recorded)
-    fixed = {s.shape[0] for s in inputs if s.shape and s.shape[0] is not None}
-    return min(fixed) if fixed else None
+    return schema_fixed_batch(inputs)
 
 
 def _any_batch(spec: TensorSpec) -> TensorSpec:

@@ -194,7 +194,7 @@ def test_shadow_rollout_reports_agreement_and_latency_and_never_serves_the_candi
     assert 0.5 <= c["agreement"] <= 1.0 and c["latency_p99_s"] > 0 and {g["name"] for g in done["gates"]} == {"install_failures", "min_reporting", "error_rate"}
     assert rig.on("1.0")  # the candidate never serves
     agent = rig.sim.agents[0]
-    assert agent.shadow.reported()["state"] == "active" and agent.holder.model.info.version == "1.0"
+    assert agent.shadow.reported().state == "active" and agent.holder.model.info.version == "1.0"
     status, body = rig.fleet.api("POST", f"/api/v1/rollouts/{r['id']}/rollback")
     assert status == 200
     wait_until(lambda: all(a.shadow.reported() is None for a in rig.sim.agents), 30, "shadows removed")

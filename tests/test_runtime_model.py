@@ -94,7 +94,7 @@ def test_missing_and_unknown_inputs_are_named(mlp, tabular):
         tabular.predict({"age": inputs["age"], "income_level": inputs["income_level"]})
     with pytest.raises(DataError, match="record 1 has no feature 'city'"):
         tabular.predict([{"age": 1.0, "income level": 2.0, "city": "oslo"}, {"age": 1.0, "income level": 2.0}])
-    with pytest.raises(DataError, match="'age' expects float32 values, got the string 'old'"):
+    with pytest.raises(DataError, match="input 'age' expects float32: received strings such as 'old'"):
         tabular.predict([{"age": "old", "income level": 2.0, "city": "oslo"}])
 
 

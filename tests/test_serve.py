@@ -126,7 +126,7 @@ BAD_REQUESTS = [
     ("extra input", "/v2/models/mlp/infer", "extra", 400, "unknown input(s) 'more'"),
     ("wrong shape", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, 400, "expects shape [?, 16]"),
     ("shape and data disagree", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [1, 2]}]}, 400, "holds 16 elements but data has 2"),
-    ("wrong datatype", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "BYTES", "data": ["a"] * 16}]}, 400, "datatype BYTES cannot feed the model's FP32"),
+    ("wrong datatype", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "BYTES", "data": ["a"] * 16}]}, 400, "input 'input' expects float32: received BYTES data"),
     ("unknown datatype", "/v2/models/mlp/infer", {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FLOAT", "data": [0] * 16}]}, 400, "unknown datatype 'FLOAT'"),
     ("unknown output", "/v2/models/mlp/infer", "bad-output", 400, "unknown output(s) 'scores'"),
     ("no inputs", "/v2/models/mlp/infer", {"id": "x"}, 400, "non-empty \"inputs\""),

@@ -26,10 +26,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgeml.atomic import swap_dir
 from edgeml.errors import OutputExistsError
-
-RUN_MANIFEST = "edgeml-run.json"
-RUN_FORMAT = "edgeml-run/1"
+from edgeml.messages import RunManifest
+from edgeml.messages import RUN_MANIFEST_NAME as RUN_MANIFEST  # the contract defines the file name
 SAMPLE_ROWS = 1000
 
 
@@ -49,13 +49,7 @@ def atomic_dir(out: Path, force: bool) -> Iterator[Path]:
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a run directory is an ordinary directory
     try:
         yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        swap_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -138,5 +132,10 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
 
 
-def read_run_manifest(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RUN_MANIFEST).read_text())
+def write_run_manifest(root: Path, run: RunManifest) -> None:
+    write_json(root / RUN_MANIFEST, run.to_dict())
+
+
+def read_run_manifest(run_dir: Path) -> RunManifest:
+    """The run's typed manifest (OSError when unreadable, ProtocolError when malformed)."""
+    return RunManifest.read(run_dir)

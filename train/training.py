@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgeml.errors import DataError, UsageError
+from edgeml.messages import RunInput, RunManifest
 
 from . import data as data_mod
 from .bias import BiasReport, bias_report, check_sensitive
@@ -21,7 +22,7 @@ from .models import MODELS, ModelSpec, get_model
 from .options import TaskKind, TrainOptions
 from .preprocessing import ColumnPlan, build_preprocessor, plan_columns
 from .progress import Reporter
-from .run import (RUN_FORMAT, RUN_MANIFEST, Samples, atomic_dir, check_out, reference_statistics, write_json,
+from .run import (Samples, atomic_dir, check_out, reference_statistics, write_json, write_run_manifest,
                   write_table_samples, write_tensor_samples)
 from .search import SearchResult, run_search
 from .space import prefixed
@@ -177,13 +178,14 @@ def _write(options: TrainOptions, spec: ModelSpec, task: TaskKind, model: Any, s
         write_json(root / "reference.json", reference)
         write_json(root / "metrics.json", summary)
         (root / "report.html").write_text(render(summary), encoding="utf-8")
-        write_json(root / RUN_MANIFEST, {
-            "format": RUN_FORMAT, "run_id": summary["run_id"], "name": summary["name"], "created_at": summary["created_at"],
-            "task": task.value, "model_name": spec.name, "framework": spec.framework, "model_file": model_file,
-            "labels": classes, "target": options.target or (data_mod.BUNDLED_TARGET if options.dataset else None),
-            "inputs": inputs, **files, "metrics_file": "metrics.json", "reference_file": "reference.json", "report": "report.html",
-            "metrics": bundle_metrics(summary),
-        })
+        write_run_manifest(root, RunManifest(
+            run_id=summary["run_id"], name=summary["name"], created_at=summary["created_at"], task=task.value,
+            model_name=spec.name, framework=spec.framework, model_file=model_file,
+            labels=None if classes is None else tuple(classes),
+            target=options.target or (data_mod.BUNDLED_TARGET if options.dataset else None),
+            inputs=tuple(RunInput(i["name"], i["dtype"], tuple(i["shape"])) for i in inputs), **files,
+            metrics_file="metrics.json", reference_file="reference.json", report="report.html",
+            metrics=bundle_metrics(summary)))
 
 
 def bundle_metrics(summary: dict[str, Any]) -> dict[str, Any]:

@@ -8,31 +8,32 @@ from ..onnx_utils import op_types, save
 from ..options import Precision
 from ..quantize import onnx_fp16, onnx_int8
 from ..sources.base import SourceModel
-from .base import ExportContext, ExportedArtifact
+from .base import ExportContext, ExportedArtifact, Limit, RuleBasedExporter
 
 # Operators whose weights have no float16/int8 kernels in ONNX Runtime (ai.onnx.ml tree ensembles, SVMs...).
 _ML_ONLY = {"TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble", "SVMClassifier", "SVMRegressor",
             "LinearClassifier", "LinearRegressor"}
 
 
-class OnnxExporter:
+def _needs_weight_ops(source: SourceModel, precision: Precision) -> str | None:
+    ops = op_types(source.onnx_model)
+    if ops & (onnx_int8.CONV_OPS | onnx_int8.DYNAMIC_OPS):
+        return None
+    found = ", ".join(sorted(ops & _ML_ONLY) or sorted(ops)[:6])
+    return (f"{precision.value} only changes Conv, MatMul and Gemm weights and this graph has none "
+            f"(it is built from {found}, float32-only kernels in ONNX Runtime); use fp32, or an MLP/neural model")
+
+
+class OnnxExporter(RuleBasedExporter):
     format = "onnx"
     backend = "onnxruntime"
     description = "ONNX, run by ONNX Runtime"
     extra = "convert"
-
-    def support(self, source_kind: str, precision: Precision) -> str | None:
-        return None
-
-    def check(self, source: SourceModel, precision: Precision) -> str | None:
-        if precision == Precision.FP32:
-            return None
-        ops = op_types(source.onnx_model)
-        if not ops & (onnx_int8.CONV_OPS | onnx_int8.DYNAMIC_OPS):
-            found = ", ".join(sorted(ops & _ML_ONLY) or sorted(ops)[:6])
-            return (f"{precision.value} only changes Conv, MatMul and Gemm weights and this graph has none "
-                    f"(it is built from {found}, float32-only kernels in ONNX Runtime); use fp32, or an MLP/neural model")
-        return None
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
+    rules = (
+        Limit("Conv/MatMul/Gemm graphs only; not trees, SVMs, linear models", _needs_weight_ops,
+              precisions=(Precision.FP16, Precision.INT8)),
+    )
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
         rel = f"artifacts/model.{precision.value}.onnx"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,25 +22,28 @@ from ..quiet import silenced
 from ..quantize.calibration import checked_samples, one_by_one
 from ..sources.base import SourceModel
 from ..validate import TaskInfo, predictions
-from .base import ExportContext, ExportedArtifact
+from .base import ExportContext, ExportedArtifact, Limit, RuleBasedExporter
 
 MODEL_FILE = "model.xml"
 _UNSUPPORTED_OPS = re.compile(r"(?:conversion rule|not supported|OpConversionFailure)[^:]*:\s*(.+)", re.IGNORECASE)
 
 
-class OpenVINOExporter:
+def _no_ml_operators(source: SourceModel, precision: Precision) -> str | None:
+    ml = remaining_ml_ops(portable(source.onnx_model))
+    return onnx_only_reason("openvino", ml) if ml else None
+
+
+class OpenVINOExporter(RuleBasedExporter):
     format = "openvino"
     backend = "openvino"
     description = "OpenVINO IR (model.xml + model.bin), run by OpenVINO Runtime"
     extra = "convert"
-    limits = {"sklearn": "MLP pipelines; trees, SVMs, linear models refused"}
-
-    def support(self, source_kind: str, precision: Precision) -> str | None:
-        return None
-
-    def check(self, source: SourceModel, precision: Precision) -> str | None:
-        ml = remaining_ml_ops(portable(source.onnx_model))
-        return onnx_only_reason("openvino", ml) if ml else None
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
+    # Only scikit-learn and ONNX files carry ai.onnx.ml operators (PyTorch and Keras export standard ONNX).
+    rules = (
+        Limit("standard ONNX operators; not ai.onnx.ml (trees, SVMs, linear models)", _no_ml_operators,
+              kinds=("sklearn", "onnx")),
+    )
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
         ov = require("openvino", "openvino")

@@ -20,7 +20,7 @@ from ..options import Precision, QuantMode
 from ..quantize.onnx_int8 import CONV_OPS
 from ..quantize.calibration import checked_samples, one_by_one
 from ..sources.base import SourceModel
-from .base import ExportContext, ExportedArtifact
+from .base import ExportContext, ExportedArtifact, Limit, RuleBasedExporter
 
 Configure = Callable[[Any, Any, ExportContext], dict[str, Any]]  # (tf, converter, ctx) -> details
 
@@ -64,23 +64,22 @@ def _int8(tf: Any, converter: Any, ctx: ExportContext) -> dict[str, Any]:
 PRECISIONS: dict[Precision, Configure] = {Precision.FP32: _fp32, Precision.FP16: _fp16, Precision.INT8: _int8}
 
 
-class TFLiteExporter:
+def _onnx2tf_covers(source: SourceModel, precision: Precision) -> str | None:
+    bad = tf_graph.onnx2tf_unsupported(source.onnx_model)
+    return onnx_only_reason("tflite", bad) if bad else None
+
+
+class TFLiteExporter(RuleBasedExporter):
     format = "tflite"
     backend = "litert"
     description = "TFLite flatbuffer, run by the LiteRT interpreter (ai-edge-litert)"
     extra = "convert"
-    limits = {"sklearn": "MLP pipelines; trees, SVMs, linear models refused"}
-
-    def support(self, source_kind: str, precision: Precision) -> str | None:
-        if precision not in PRECISIONS:
-            return f"tflite has no {precision.value} export"
-        return None
-
-    def check(self, source: SourceModel, precision: Precision) -> str | None:
-        if source.kind in tf_graph.TF_NATIVE_KINDS:
-            return None
-        bad = tf_graph.onnx2tf_unsupported(source.onnx_model)
-        return onnx_only_reason("tflite", bad) if bad else None
+    precisions = tuple(PRECISIONS)
+    rules = (
+        # TensorFlow-native sources convert straight from TF; every other kind goes through onnx2tf.
+        Limit("operators onnx2tf converts; not ai.onnx.ml (trees, SVMs, linear models)", _onnx2tf_covers,
+              skip_kinds=tf_graph.TF_NATIVE_KINDS),
+    )
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
         tf = tf_graph.quiet_tensorflow()

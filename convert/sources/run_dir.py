@@ -9,17 +9,17 @@ into the bundle manifest. Options given on the command line win.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Any
 
 from edgeml.errors import SourceError
+from edgeml.messages import RUN_MANIFEST_NAME as RUN_MANIFEST
+from edgeml.messages import RunManifest
+from edgeml.protocol import ProtocolError
 from edgeml.schema import TensorSpec
 
 from ..options import ConvertOptions, Task
 from .base import SourceModel
 
-RUN_MANIFEST = "edgeml-run.json"  # written by edgeml.train.run; the name is the contract
 DELEGATES = {"sklearn": "edgeml.convert.sources.sklearn", "torch": "edgeml.convert.sources.pytorch"}
 
 
@@ -35,34 +35,35 @@ class RunDirLoader:
 
         run_dir = Path(source)
         run = read_run(run_dir)
-        module = DELEGATES.get(run.get("framework", ""))
+        module = DELEGATES.get(run.framework)
         if module is None:
-            raise SourceError(f"{run_dir / RUN_MANIFEST}: unknown framework {run.get('framework')!r} (expected {', '.join(DELEGATES)})")
-        model_path = run_dir / run["model_file"]
+            raise SourceError(f"{run_dir / RUN_MANIFEST}: unknown framework {run.framework!r} (expected {', '.join(DELEGATES)})")
+        model_path = run_dir / run.model_file
         delegated = dataclasses.replace(
             options, source=str(model_path),
-            inputs=options.inputs or [TensorSpec(i["name"], i["dtype"], i["shape"]) for i in run.get("inputs", [])],
-            labels=options.labels or run.get("labels"),
-            task=options.task or (Task(run["task"]) if run.get("task") in {t.value for t in Task} else None),
+            inputs=options.inputs or [TensorSpec(i.name, i.dtype, list(i.shape)) for i in run.inputs],
+            labels=options.labels or (None if run.labels is None else list(run.labels)),
+            task=options.task or (Task(run.task) if run.task in {t.value for t in Task} else None),
         )
         model = importlib.import_module(module).LOADER.load(str(model_path), delegated)
-        model.default_calibration = _file(run_dir, run.get("calibration"))
-        model.default_validation = _file(run_dir, run.get("validation"))
-        model.default_target = run.get("label_column")
-        model.metrics = dict(run.get("metrics") or {})
-        model.details["train_run"] = run.get("run_id")
+        model.default_calibration = _file(run_dir, run.calibration)
+        model.default_validation = _file(run_dir, run.validation)
+        model.default_target = run.label_column
+        model.metrics = dict(run.metrics)
+        model.details["train_run"] = run.run_id
         return model
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
+def read_run(run_dir: Path) -> RunManifest:
     path = Path(run_dir) / RUN_MANIFEST
     try:
-        run = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        return RunManifest.read(run_dir)
+    except OSError as exc:
         raise SourceError(f"{path} is not a readable run manifest: {exc}") from None
-    if not isinstance(run, dict) or "model_file" not in run:
-        raise SourceError(f"{path} is not an edgeml train run manifest (no model_file)")
-    return run
+    except ProtocolError as exc:
+        if exc.reason in ("not_json", "oversized"):
+            raise SourceError(f"{path} is not a readable run manifest: {exc}") from None
+        raise SourceError(f"{path} is not an edgeml train run manifest: {exc.detail}") from None
 
 
 def run_defaults(source: str) -> tuple[str, str] | None:
@@ -70,7 +71,7 @@ def run_defaults(source: str) -> tuple[str, str] | None:
     if not (Path(source) / RUN_MANIFEST).is_file():
         return None
     run = read_run(Path(source))
-    return str(run.get("name") or run.get("model_name") or "model"), str(run.get("run_id") or "1")
+    return run.name or run.model_name or "model", run.run_id
 
 
 def _file(run_dir: Path, name: str | None) -> Path | None:

@@ -1,5 +1,1 @@
 """The fleet dashboard: HTML pages and their static files, served by the fleet API (see routes.py)."""
-
-from .routes import dashboard_router
-
-__all__ = ["dashboard_router"]

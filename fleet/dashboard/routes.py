@@ -15,13 +15,15 @@ from string import Template
 from typing import Any, Callable
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
+from edgeml.errors import NotFoundError
+
 from ..service import FleetService
 from ..telemetry import rows_since
-from .session import COOKIE, presented_token, token_matches
+from .session import COOKIE, Unauthorized, presented_token, token_matches
 from .timeseries import device_timeseries
 
 HERE = Path(__file__).parent
@@ -65,7 +67,7 @@ def dashboard_router(service: FleetService, auth: Callable[..., None]) -> APIRou
     @router.post(f"{PREFIX}/login")
     def login(body: Login, request: Request) -> Response:
         if token is not None and not token_matches(body.token, token):
-            raise HTTPException(401, "wrong token: use the fleet's --token (EDGEML_FLEET_TOKEN)")
+            raise Unauthorized("wrong token: use the fleet's --token (EDGEML_FLEET_TOKEN)")
         resp = JSONResponse({"ok": True})
         resp.set_cookie(COOKIE, body.token, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
@@ -93,14 +95,14 @@ def dashboard_router(service: FleetService, auth: Callable[..., None]) -> APIRou
         # Code and styles only (no fleet data), so the login page can use them before a login.
         target = (STATIC / path).resolve()
         if not target.is_relative_to(STATIC.resolve()) or not target.is_file():
-            raise HTTPException(404, f"no static file {path}")
+            raise NotFoundError(f"no static file {path}")
         return FileResponse(target, headers={"Cache-Control": "no-cache"})
 
     @router.get("/api/v1/devices/{device_id}/timeseries", dependencies=[Depends(auth)])
     def timeseries(device_id: str, window_s: float = Query(600.0, gt=0, le=86400),
                    drift_window_s: float = Query(60.0, gt=0, le=3600)) -> dict[str, Any]:
         if service.devices.get(device_id) is None:
-            raise HTTPException(404, f"unknown device {device_id!r}")
+            raise NotFoundError(f"unknown device {device_id!r}")
         now = time.time()
         rows = rows_since(service.engine, now - window_s - drift_window_s, device_id)
         out = device_timeseries(rows, _manifest_cache(service), drift_window_s)

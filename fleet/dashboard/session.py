@@ -10,9 +10,17 @@ import hmac
 
 from starlette.requests import Request
 
+from edgeml.errors import EdgeMLError
+
 COOKIE = "edgeml_fleet_token"
 DASHBOARD_HEADER = "x-edgeml-dashboard"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Unauthorized(EdgeMLError):
+    """The request does not present the fleet's token (the API answers 401 with a Bearer challenge)."""
+
+    reason = "unauthorized"
 
 
 def presented_token(request: Request) -> str:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable
 
-import numpy as np
+from edgeml.histograms import HistogramSum
 
 from ..drift import psi
-from ..telemetry import histogram_quantile
+from ..telemetry import latency_quantiles
 
 Manifests = Callable[[str | None, str | None], dict[str, Any] | None]
 MAX_POINTS = 2000
@@ -47,11 +47,7 @@ def _point(row: dict[str, Any]) -> dict[str, Any]:
         "errors": errors, "latency_p50_s": None, "latency_p99_s": None,
         "cpu_percent": p.get("cpu_percent"), "rss_bytes": p.get("rss_bytes"),
     }
-    lat = p.get("latency")
-    if lat and sum(lat["counts"]) > 0:
-        counts = np.asarray(lat["counts"], dtype=np.float64)
-        point["latency_p50_s"] = histogram_quantile(lat["buckets"], counts, 0.50)
-        point["latency_p99_s"] = histogram_quantile(lat["buckets"], counts, 0.99)
+    point.update(latency_quantiles([p.get("latency")], (50, 99)))
     return point
 
 
@@ -78,30 +74,23 @@ class _Histograms:
     """Running sums of feature and prediction counts (added and removed as the window slides)."""
 
     def __init__(self) -> None:
-        self.features: dict[str, np.ndarray] = {}
-        self.prediction: np.ndarray | None = None
+        self.features: dict[str, HistogramSum] = {}
+        self.prediction = HistogramSum()
 
     def add(self, payload: dict[str, Any], sign: int) -> None:
         for name, counts in (payload.get("features") or {}).items():
-            self.features[name] = _plus(self.features.get(name), counts, sign)
+            self.features.setdefault(name, HistogramSum()).add(counts, sign=sign)
         if payload.get("prediction"):
-            self.prediction = _plus(self.prediction, payload["prediction"], sign)
+            self.prediction.add(payload["prediction"], sign=sign)
 
     def psi(self, reference: dict[str, Any]) -> tuple[dict[str, float], float | None]:
         features = {}
         for ref in reference.get("features", []):
             live = self.features.get(ref["feature"])
-            if live is not None and live.sum() >= MIN_SAMPLES:
-                features[ref["feature"]] = round(psi(ref["counts"], live), 5)
+            if live is not None and live.total >= MIN_SAMPLES and len(live.counts) == len(ref["counts"]):
+                features[ref["feature"]] = round(psi(ref["counts"], live.counts), 5)
         ref_pred = reference.get("prediction")
         prediction = None
-        if ref_pred and self.prediction is not None and self.prediction.sum() >= MIN_SAMPLES:
-            prediction = round(psi(ref_pred["counts"], self.prediction), 5)
+        if ref_pred and self.prediction.total >= MIN_SAMPLES and len(self.prediction.counts) == len(ref_pred["counts"]):
+            prediction = round(psi(ref_pred["counts"], self.prediction.counts), 5)
         return features, prediction
-
-
-def _plus(total: np.ndarray | None, counts: list[int], sign: int) -> np.ndarray:
-    arr = np.asarray(counts, dtype=np.int64) * sign
-    if total is None or len(total) != len(arr):
-        return arr
-    return total + arr

@@ -1,13 +1,17 @@
-"""REST API of rollouts, mounted by `edgeml.fleet.api.create_app` (behind its token auth)."""
+"""REST API of rollouts, mounted by `edgeml.fleet.api.create_app` (behind its token auth).
+
+The engine's refusals are EdgeMLErrors (SpecError, NotFoundError, ConflictError); the app's one
+error handler turns their reasons into HTTP statuses (fleet/api.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from .engine import RolloutError
+from .engine import RolloutEngine
 from .models import Gates, Mode, OnFailure, RolloutSpec
 
 
@@ -37,19 +41,12 @@ class RolloutBody(BaseModel):
                            mode=Mode(self.mode), ab_percent=self.ab_percent, baseline_version=self.baseline_version)
 
 
-def rollouts_router(service: Any) -> APIRouter:
+def rollouts_router(engine: RolloutEngine) -> APIRouter:
     router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
-    engine = service.rollouts
-
-    def call(fn, *args) -> Any:
-        try:
-            return fn(*args)
-        except RolloutError as exc:
-            raise HTTPException(exc.status, exc.message) from None
 
     @router.post("", status_code=201)
     def start(body: RolloutBody) -> dict[str, Any]:
-        return call(engine.create, body.spec())
+        return engine.create(body.spec())
 
     @router.get("")
     def list_rollouts() -> list[dict[str, Any]]:
@@ -57,13 +54,10 @@ def rollouts_router(service: Any) -> APIRouter:
 
     @router.get("/{rollout_id}")
     def get(rollout_id: int) -> dict[str, Any]:
-        found = engine.get(rollout_id)
-        if found is None:
-            raise HTTPException(404, f"no rollout {rollout_id}")
-        return found
+        return engine.get(rollout_id)
 
     @router.post("/{rollout_id}/{action}")
     def act(rollout_id: int, action: Literal["pause", "resume", "abort", "rollback"]) -> dict[str, Any]:
-        return call(engine.act, rollout_id, action)
+        return engine.act(rollout_id, action)
 
     return router

@@ -11,7 +11,9 @@ import click
 from edgeml.errors import UsageError
 from edgeml.table import print_table
 
-from ..cli import _client, _kv, server_option, token_option
+from ..cli_options import client as _client
+from ..cli_options import kv as _kv
+from ..cli_options import server_option, token_option
 
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

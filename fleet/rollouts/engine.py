@@ -8,6 +8,9 @@
 
 Every state change is written to the database before anything is published, and every decision is
 recorded with the numbers that caused it, so a fleet service killed mid-rollout resumes where it was.
+
+The engine knows no HTTP (rollouts/api.py serves it) and no FleetService: it gets its repository and
+four narrow collaborators (rollouts/ports.py).
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from edgeml.errors import ConflictError, NotFoundError
 
-from .. import db
-from ..telemetry import rows_since
 from . import cohorts
 from .gates import Evaluation, Window, compare_ab, evaluate
-from .models import (ACTIVE_STATES, Mode, OnFailure, RolloutSpec, SpecError, State, rollout_decisions, rollout_devices,
-                     rollouts)
+from .models import ACTIVE_STATES, Mode, OnFailure, RolloutSpec, State
+from .ports import DeviceDirectory, ModelCatalog, Publisher, TelemetryReader
+from .repository import RolloutRepository, jsonable
 
 log = logging.getLogger("edgeml.fleet.rollouts")
 
@@ -35,15 +37,7 @@ SETTLE_WAIT_S = 30.0  # how long gates wait for every device of a wave to report
 FAILURE_EVENTS = ("install_failed", "shadow_install_failed")
 
 
-class RolloutError(Exception):
-    """A refused request: status is the HTTP status (404 unknown, 409 conflict or stale state, 422 bad spec)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-# The states an action may start from; anything else is a stale request (409, no state change).
+# The states an action may start from; anything else is a stale request (ConflictError, no state change).
 ACTIONS: dict[str, tuple[str, ...]] = {
     "pause": (State.RUNNING.value,),
     "resume": (State.PAUSED.value,),
@@ -53,9 +47,10 @@ ACTIONS: dict[str, tuple[str, ...]] = {
 
 
 class RolloutEngine:
-    def __init__(self, service: Any) -> None:
-        self.service = service
-        self.engine = service.engine
+    def __init__(self, repository: RolloutRepository, devices: DeviceDirectory, publish: Publisher,
+                 telemetry: TelemetryReader, catalog: ModelCatalog) -> None:
+        self.repo, self.devices, self.publish = repository, devices, publish
+        self.telemetry, self.catalog = telemetry, catalog
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,7 +87,7 @@ class RolloutEngine:
                 spec = RolloutSpec.from_dict(row["spec"])
                 touched = self._touched(row["id"])
                 failed = self._failures(row, touched)
-                devices = {d["id"]: d for d in self.service.devices.list(tag=spec.selector or None)}
+                devices = {d["id"]: d for d in self.devices.list(tag=spec.selector or None)}
                 stale = [rec for d, rec in touched.items() if d in devices and d not in failed and rec["rolled_back_at"] is None
                          and _device_status(spec, rec, devices[d], 0) != "installed"]
                 if stale:
@@ -105,56 +100,46 @@ class RolloutEngine:
             for row in self._rows(state=State.RUNNING.value):
                 self._step(row)
 
-    def router(self) -> Any:
-        """The FastAPI router of /api/v1/rollouts (imported here: the engine itself needs no FastAPI)."""
-        from .api import rollouts_router
-
-        return rollouts_router(self.service)
-
     # -- requests from the API ---------------------------------------------------------------------
     def create(self, spec: RolloutSpec) -> dict[str, Any]:
-        try:
-            spec.validate()
-        except SpecError as exc:
-            raise RolloutError(422, str(exc)) from None
-        registry = self.service.registry
+        """Validate and start a rollout (SpecError, NotFoundError, ConflictError when refused)."""
+        spec.validate()
         for version in filter(None, (spec.version, spec.baseline_version if spec.mode is Mode.AB else None)):
-            if registry.get(spec.model, version) is None:
-                raise RolloutError(404, f"model {spec.model} {version} is not registered; push it first")
+            if self.catalog.get(spec.model, version) is None:
+                raise NotFoundError(f"model {spec.model} {version} is not registered; push it first")
         with self._lock:
             cohort = self._cohort(spec)
             if not cohort:
-                raise RolloutError(404, f"no device matches the selector {spec.selector}")
+                raise NotFoundError(f"no device matches the selector {spec.selector}")
             self._refuse_overlap(cohort)
-            now = time.time()
             waves = [{"index": i, "percent": p, "state": "pending", "started_at": None, "soak_until": None}
                      for i, p in enumerate(spec.waves)]
-            with self.engine.begin() as conn:
-                rid = conn.execute(rollouts.insert().values(
-                    model=spec.model, version=spec.version, mode=spec.mode.value, state=State.RUNNING.value,
-                    created_at=now, updated_at=now, spec=spec.to_dict(), waves=waves, current_wave=0)).inserted_primary_key[0]
-                self._decide(conn, rid, "start", f"rollout of {spec.model} {spec.version} ({spec.mode.value}) to "
-                             f"{len(cohort)} devices in waves {spec.waves}", {"cohort": len(cohort), "waves": spec.waves})
+            rid = self.repo.create(spec, waves, f"rollout of {spec.model} {spec.version} ({spec.mode.value}) to "
+                                   f"{len(cohort)} devices in waves {spec.waves}", {"cohort": len(cohort), "waves": spec.waves})
             self._step(self._row(rid))  # open the first wave now: the response shows its devices
             return self.get(rid)
 
-    def get(self, rollout_id: int) -> dict[str, Any] | None:
+    def get(self, rollout_id: int) -> dict[str, Any]:
+        """The rollout object the API shows (NotFoundError for an unknown id)."""
         row = self._row(rollout_id)
-        return None if row is None else self._object(row)
+        if row is None:
+            raise NotFoundError(f"no rollout {rollout_id}")
+        return self._object(row)
 
     def list(self) -> list[dict[str, Any]]:
         return [self._object(r) for r in self._rows()]
 
     def act(self, rollout_id: int, action: str) -> dict[str, Any]:
+        """Apply an operator action (NotFoundError, or ConflictError from a state it cannot start from)."""
         if action not in ACTIONS:
-            raise RolloutError(404, f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+            raise NotFoundError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
         with self._lock:
             row = self._row(rollout_id)
             if row is None:
-                raise RolloutError(404, f"no rollout {rollout_id}")
+                raise NotFoundError(f"no rollout {rollout_id}")
             if row["state"] not in ACTIONS[action]:
-                raise RolloutError(409, f"rollout {rollout_id} is {row['state']}: cannot {action} it "
-                                        f"(possible from {', '.join(ACTIONS[action])})")
+                raise ConflictError(f"rollout {rollout_id} is {row['state']}: cannot {action} it "
+                                    f"(possible from {', '.join(ACTIONS[action])})")
             getattr(self, f"_{action}")(row)
             return self.get(rollout_id)
 
@@ -188,8 +173,7 @@ class RolloutEngine:
         if wave["state"] == "pending":
             now = time.time()
             wave.update(state="soaking", started_at=now, soak_until=now + spec.soak_s)
-            with self.engine.begin() as conn:
-                conn.execute(update(rollouts).where(rollouts.c.id == row["id"]).values(waves=waves, updated_at=now))
+            self.repo.update(row["id"], waves=waves, updated_at=now)
             row["waves"] = waves
             self._evaluated.pop(row["id"], None)
         self._include(row, spec, w)
@@ -239,7 +223,7 @@ class RolloutEngine:
     def _include(self, row: dict[str, Any], spec: RolloutSpec, upto: int) -> None:
         """Assign the new version to the devices of waves 0..upto not yet in the rollout (also late joiners)."""
         rid = row["id"]
-        devices = {d["id"]: d for d in self.service.devices.list(tag=spec.selector or None)}
+        devices = {d["id"]: d for d in self.devices.list(tag=spec.selector or None)}
         touched = self._touched(rid)
         busy = self._busy(exclude=rid)
         wanted = cohorts.members(devices, spec.waves, upto)
@@ -259,8 +243,7 @@ class RolloutEngine:
             records.append({"rollout_id": rid, "device_id": d, "wave": wanted[d], "target_version": target,
                             "previous_model": dev["model"] or dev["desired_model"],
                             "previous_version": dev["version"] or dev["desired_version"], "assigned_at": now})
-        with self.engine.begin() as conn:
-            conn.execute(rollout_devices.insert(), records)
+        self.repo.add_devices(records)
         self._publish(spec, records)
 
     def _publish(self, spec: RolloutSpec, records: list[dict[str, Any]]) -> None:
@@ -270,7 +253,7 @@ class RolloutEngine:
             groups.setdefault(key, []).append(r["device_id"])
         shadow = (spec.model, spec.version) if spec.mode is Mode.SHADOW else None
         for (model, version), ids in groups.items():
-            self.service.devices.assign(ids, model, version, self.service.publish, shadow=shadow)
+            self.devices.assign(ids, model, version, self.publish, shadow=shadow)
 
     def _restore(self, rid: int, touched: dict[str, dict[str, Any]]) -> None:
         """Every touched device back to the version it ran before the rollout (without any shadow)."""
@@ -278,15 +261,12 @@ class RolloutEngine:
         for d, rec in touched.items():
             if rec["previous_version"] and rec["rolled_back_at"] is None:
                 groups.setdefault((rec["previous_model"], rec["previous_version"]), []).append(d)
-        with self.engine.begin() as conn:
-            conn.execute(update(rollout_devices).where(and_(rollout_devices.c.rollout_id == rid,
-                                                            rollout_devices.c.rolled_back_at.is_(None)))
-                         .values(rolled_back_at=time.time()))
+        self.repo.mark_rolled_back(rid)
         for (model, version), ids in groups.items():
-            self.service.devices.assign(ids, model, version, self.service.publish)
+            self.devices.assign(ids, model, version, self.publish)
 
     def _cohort(self, spec: RolloutSpec) -> dict[str, int]:
-        ids = [d["id"] for d in self.service.devices.list(tag=spec.selector or None)]
+        ids = [d["id"] for d in self.devices.list(tag=spec.selector or None)]
         return cohorts.members(ids, spec.waves, len(spec.waves) - 1)
 
     def _refuse_overlap(self, cohort: dict[str, int]) -> None:
@@ -296,34 +276,29 @@ class RolloutEngine:
             theirs = set(self._cohort(RolloutSpec.from_dict(other["spec"]))) | set(self._touched(other["id"]))
             shared = sorted(theirs & set(cohort))
             if shared:
-                raise RolloutError(409, f"rollout {other['id']} ({other['model']} {other['version']}, {other['state']}) "
-                                        f"already targets {len(shared)} of these devices (e.g. {', '.join(shared[:3])}); "
-                                        f"finish, abort or roll it back first")
+                raise ConflictError(f"rollout {other['id']} ({other['model']} {other['version']}, {other['state']}) "
+                                    f"already targets {len(shared)} of these devices (e.g. {', '.join(shared[:3])}); "
+                                    f"finish, abort or roll it back first")
 
     def _busy(self, exclude: int) -> set[str]:
-        q = (select(rollout_devices.c.device_id).join(rollouts, rollouts.c.id == rollout_devices.c.rollout_id)
-             .where(rollouts.c.state.in_(ACTIVE_STATES), rollouts.c.id != exclude))
-        with self.engine.connect() as conn:
-            return set(conn.execute(q).scalars())
+        return self.repo.busy(exclude)
 
     def _touched(self, rid: int) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(rollout_devices).where(rollout_devices.c.rollout_id == rid)).mappings()
-            return {r["device_id"]: dict(r) for r in rows}
+        return self.repo.touched(rid)
 
     # -- gates -------------------------------------------------------------------------------------
     def _evaluate(self, row: dict[str, Any], spec: RolloutSpec, wave: dict[str, Any]) -> Evaluation:
         touched = self._touched(row["id"])
-        rows = [r for r in rows_since(self.engine, wave["started_at"]) if r["model"] == spec.model]
+        rows = self.telemetry.rows_since(wave["started_at"], model=spec.model)
         failures = self._failures(row, touched)
-        manifest = self.service._manifest(spec.model, spec.version)
+        manifest = (self.catalog.get(spec.model, spec.version) or {}).get("manifest")
         candidates = {d for d, rec in touched.items() if rec["target_version"] == spec.version}
         new_rows = [r for r in rows if r["device_id"] in candidates and (r["version"] == spec.version or spec.mode is Mode.SHADOW)]
         if spec.mode is Mode.AB:
             baseline_ids = {d for d, rec in touched.items() if rec["target_version"] == spec.baseline_version}
             old_rows = [r for r in rows if r["device_id"] in baseline_ids and r["version"] == spec.baseline_version]
         else:
-            selected = {d["id"] for d in self.service.devices.list(tag=spec.selector or None)}
+            selected = {d["id"] for d in self.devices.list(tag=spec.selector or None)}
             old_rows = [r for r in rows if r["device_id"] in selected and r["version"] != spec.version]
         # Both groups are compared over the same span, after the wave's devices have switched: installs load
         # the devices (and, simulated, their host), and the message of the switch mixes both versions.
@@ -335,63 +310,43 @@ class RolloutEngine:
         ev = evaluate(spec.mode, spec.gates, window)
         if spec.mode is Mode.AB:
             ev.comparison = compare_ab(old_rows, new_rows, spec.baseline_version, spec.version)
-        values: dict[str, Any] = {"gates": _jsonable(ev.gates), "baseline": _jsonable(ev.baseline)}
+        values: dict[str, Any] = {"gates": jsonable(ev.gates), "baseline": jsonable(ev.baseline)}
         if ev.comparison is not None:
-            values["comparison"] = _jsonable(ev.comparison)
-        with self.engine.begin() as conn:
-            conn.execute(update(rollouts).where(rollouts.c.id == row["id"]).values(**values))
+            values["comparison"] = jsonable(ev.comparison)
+        self.repo.update(row["id"], **values)
         row.update(values)
         return ev
 
     def _failures(self, row: dict[str, Any], touched: dict[str, dict[str, Any]]) -> dict[str, int]:
         """Install failures of the rollout's version per device, after the device was assigned."""
-        q = select(db.events).where(db.events.c.received_at >= row["created_at"], db.events.c.event.in_(FAILURE_EVENTS))
         out: dict[str, int] = {}
-        with self.engine.connect() as conn:
-            for e in conn.execute(q).mappings():
-                rec = touched.get(e["device_id"])
-                payload = e["payload"] or {}
-                if rec and payload.get("version") == rec["target_version"] and e["received_at"] >= rec["assigned_at"] \
-                        and payload.get("model", row["model"]) == row["model"]:
-                    out[e["device_id"]] = out.get(e["device_id"], 0) + 1
+        for e in self.telemetry.events_since(row["created_at"], FAILURE_EVENTS):
+            rec = touched.get(e["device_id"])
+            payload = e["payload"] or {}
+            if rec and payload.get("version") == rec["target_version"] and e["received_at"] >= rec["assigned_at"] \
+                    and payload.get("model", row["model"]) == row["model"]:
+                out[e["device_id"]] = out.get(e["device_id"], 0) + 1
         return out
 
     # -- storage -----------------------------------------------------------------------------------
     def _set(self, row: dict[str, Any], action: str, reason: str, numbers: dict[str, Any], **values: Any) -> None:
-        now = time.time()
-        with self.engine.begin() as conn:
-            conn.execute(update(rollouts).where(rollouts.c.id == row["id"]).values(updated_at=now, **values))
-            self._decide(conn, row["id"], action, reason, numbers)
+        self.repo.record(row["id"], action, reason, numbers, **values)
         row.update(values)
         log.info("rollout %s: %s: %s", row["id"], action, reason)
 
-    @staticmethod
-    def _decide(conn: Any, rid: int, action: str, reason: str, numbers: dict[str, Any]) -> None:
-        conn.execute(rollout_decisions.insert().values(rollout_id=rid, ts=time.time(), action=action, reason=reason,
-                                                       numbers=_jsonable(numbers)))
-
     def _row(self, rid: int) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            found = conn.execute(select(rollouts).where(rollouts.c.id == rid)).mappings().first()
-        return None if found is None else dict(found)
+        return self.repo.row(rid)
 
     def _rows(self, state: str | None = None) -> list[dict[str, Any]]:
-        q = select(rollouts).order_by(rollouts.c.id)
-        if state:
-            q = q.where(rollouts.c.state == state)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+        return self.repo.rows(state)
 
     # -- the API's rollout object ------------------------------------------------------------------
     def _object(self, row: dict[str, Any]) -> dict[str, Any]:
         spec = RolloutSpec.from_dict(row["spec"])
         touched = self._touched(row["id"])
         failures = self._failures(row, touched)
-        devices = {d["id"]: d for d in self.service.devices.list()}
-        with self.engine.connect() as conn:
-            decisions = [{"ts": d["ts"], "action": d["action"], "reason": d["reason"], "numbers": d["numbers"]}
-                         for d in conn.execute(select(rollout_decisions).where(rollout_decisions.c.rollout_id == row["id"])
-                                               .order_by(rollout_decisions.c.id)).mappings()]
+        devices = {d["id"]: d for d in self.devices.list()}
+        decisions = self.repo.decisions(row["id"])
         status = {d: _device_status(spec, rec, devices.get(d), failures.get(d, 0)) for d, rec in touched.items()}
         waves = []
         for wave in row["waves"]:
@@ -437,14 +392,3 @@ def _device_status(spec: RolloutSpec, rec: dict[str, Any], device: dict[str, Any
 
 def _describe(g: dict[str, Any]) -> str:
     return f"{g['name']} {g['value']:.4g} > {g['threshold']:g}" if isinstance(g["value"], (int, float)) else g["name"]
-
-
-def _jsonable(value: Any) -> Any:
-    """Numbers as plain floats/ints (numpy scalars do not serialise)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value

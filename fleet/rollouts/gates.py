@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..drift import psi
-from ..telemetry import aggregate, drift_for, histogram_quantile, live_histograms
+from ..telemetry import aggregate, drift_for, latency_quantiles, live_histograms
 from .models import Gates, Mode
 
 FAILING_GATES = ("install_failures", "error_rate", "p99_ratio", "drift_psi")
@@ -110,8 +108,7 @@ def shadow_stats(rows: list[dict[str, Any]], version: str) -> dict[str, Any]:
     """Sum the devices' `shadow` telemetry blocks for `version`: requests, agreement, errors, latency."""
     requests = agreed = errors = 0
     devices: set[str] = set()
-    merged: np.ndarray | None = None
-    buckets: list[float] | None = None
+    latencies = []
     for r in rows:
         s = r["payload"].get("shadow")
         if not isinstance(s, dict) or s.get("version") != version:
@@ -123,16 +120,11 @@ def shadow_stats(rows: list[dict[str, Any]], version: str) -> dict[str, Any]:
             devices.add(r["device_id"])
         lat = s.get("latency")
         if isinstance(lat, dict) and lat.get("counts"):
-            if buckets is None:
-                buckets, merged = list(lat["buckets"]), np.zeros(len(lat["counts"]))
-            if list(lat["buckets"]) == buckets:
-                merged += np.asarray(lat["counts"], dtype=np.float64)
+            latencies.append(lat)
     out: dict[str, Any] = {"version": version, "devices": len(devices), "requests": requests, "errors": errors,
                            "agreement": agreed / (requests - errors) if requests > errors else None,
                            "error_rate": errors / requests if requests else None}
-    if merged is not None and merged.sum() > 0:
-        out["latency_p50_s"] = histogram_quantile(buckets, merged, 0.5)
-        out["latency_p99_s"] = histogram_quantile(buckets, merged, 0.99)
+    out.update(latency_quantiles(latencies, (50, 99)))
     return out
 
 

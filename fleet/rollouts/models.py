@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Float, Integer, String, Table, Text
 
+from edgeml.errors import EdgeMLError
+
 from .. import db
 
 rollouts = Table(
@@ -77,8 +79,10 @@ class State(str, enum.Enum):
 ACTIVE_STATES = (State.RUNNING.value, State.PAUSED.value)
 
 
-class SpecError(ValueError):
-    """A rollout specification that is out of range (HTTP 422, CLI error)."""
+class SpecError(EdgeMLError):
+    """A rollout specification that is out of range (the fleet API answers 422)."""
+
+    reason = "invalid_spec"
 
 
 @dataclass

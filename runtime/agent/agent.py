@@ -6,7 +6,6 @@ the newest desired document wins), one telemetry thread (every interval).
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import queue
@@ -19,7 +18,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgeml.mqtt import BrokerAddress, make_client
-from edgeml.protocol import DESIRED_FIELDS, ProtocolError, Topics, canonical_json, require_fields, verify_document
+from edgeml.messages import OFFLINE, ONLINE, Desired, Event, Reported, clip
+from edgeml.protocol import ProtocolError, Topics
 
 from ..backends import available_backends
 from ..model import Model
@@ -71,7 +71,7 @@ class DeviceAgent:
         self._threads: list[threading.Thread] = []
         address = BrokerAddress.parse(config.broker_url)
         self.client = make_client(address, config.device_id, v5=False, clean=False)
-        self.client.will_set(self.topics.device(config.device_id, "status"), b"offline", qos=1, retain=True)
+        self.client.will_set(self.topics.device(config.device_id, "status"), OFFLINE.to_bytes(), qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self._connected.clear()
@@ -108,7 +108,8 @@ class DeviceAgent:
         self._stop.set()
         self._desired.put(None)
         if self._connected.is_set():
-            self.client.publish(self.topics.device(self.config.device_id, "status"), b"offline", qos=1, retain=True).wait_for_publish(2)
+            self.client.publish(self.topics.device(self.config.device_id, "status"), OFFLINE.to_bytes(), qos=1,
+                                retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
         for t in self._threads:
@@ -125,7 +126,7 @@ class DeviceAgent:
             return
         me = self.config.device_id
         client.subscribe(self.topics.device(me, "desired"), qos=1)
-        client.publish(self.topics.device(me, "status"), b"online", qos=1, retain=True)
+        client.publish(self.topics.device(me, "status"), ONLINE.to_bytes(), qos=1, retain=True)
         self._connected.set()
         self.publish_reported()
         with self._send_lock:
@@ -154,36 +155,36 @@ class DeviceAgent:
 
     def handle_desired(self, payload: bytes) -> None:
         try:
-            doc = require_fields(verify_document(payload, self.config.fleet_key), DESIRED_FIELDS)
+            doc = Desired.verify(payload, self.config.fleet_key)
         except ProtocolError as exc:
             self._event("desired_rejected", reason=exc.reason, detail=str(exc))
             return
-        if doc["device_id"] != self.config.device_id:
-            self._event("desired_rejected", reason="wrong_device", detail=f"document is for {doc['device_id']}")
+        if doc.device_id != self.config.device_id:
+            self._event("desired_rejected", reason="wrong_device", detail=f"document is for {doc.device_id}")
             return
         last = int(self.state.get("last_seq", 0))
         active = self.holder.model
-        if doc["seq"] <= last:
-            if doc["seq"] < last or not active or (active.info.name, active.info.version) != (doc["model"], doc["version"]):
-                self._event("desired_rejected", reason="replay", detail=f"sequence {doc['seq']} is not newer than {last}",
-                            seq=doc["seq"])
+        if doc.seq <= last:
+            if doc.seq < last or not active or (active.info.name, active.info.version) != (doc.model, doc.version):
+                self._event("desired_rejected", reason="replay", detail=f"sequence {doc.seq} is not newer than {last}",
+                            seq=doc.seq)
             else:  # the applied document again (after a restart): bring its shadow back
                 self._update_shadow(doc)
             return
-        if active is not None and (active.info.name, active.info.version) == (doc["model"], doc["version"]):
+        if active is not None and (active.info.name, active.info.version) == (doc.model, doc.version):
             self._applied(doc, active)
         else:
             self._install(doc)
         self._update_shadow(doc)
 
-    def _update_shadow(self, doc: dict[str, Any]) -> None:
+    def _update_shadow(self, doc: Desired) -> None:
         before = self.shadow.reported()
-        self.shadow.update(doc.get("shadow"), self._event)
+        self.shadow.update(doc.shadow, self._event)
         if self.shadow.reported() != before:
             self.publish_reported()
 
-    def _install(self, doc: dict[str, Any]) -> None:
-        target = {"model": doc["model"], "version": doc["version"], "seq": doc["seq"]}
+    def _install(self, doc: Desired) -> None:
+        target = {"model": doc.model, "version": doc.version, "seq": doc.seq}
         self.status, self.error = "installing", None
         self._event("install_started", **target)
         self.publish_reported()
@@ -193,7 +194,7 @@ class DeviceAgent:
             self.status = "active" if self.holder.model else "idle"
             self.error = f"{exc.reason}: {exc.detail}"
             # The failed document is consumed: the same sequence number is not retried.
-            self.state["last_seq"] = doc["seq"]
+            self.state["last_seq"] = doc.seq
             self.store.save_state(self.state)
             self._event("install_failed", reason=exc.reason, detail=exc.detail, **target)
             self.publish_reported()
@@ -210,33 +211,28 @@ class DeviceAgent:
         self._applied(doc, installed.model)
         self._event("installed", **{**target, **describe(installed.model)})
 
-    def _applied(self, doc: dict[str, Any], model: Model) -> None:
-        self.state.update(last_seq=doc["seq"], active=describe(model))
+    def _applied(self, doc: Desired, model: Model) -> None:
+        self.state.update(last_seq=doc.seq, active=describe(model))
         self.store.save_state(self.state)
         self.status, self.error = "active", None
         self.publish_reported()
 
     # -- reporting -------------------------------------------------------------------------------
-    def reported(self) -> dict[str, Any]:
+    def reported(self) -> Reported:
         model = self.holder.model
-        doc: dict[str, Any] = {
-            "state": self.status, "error": self.error, "seq": self.state.get("last_seq", 0),
-            "arch": platform.machine(), "backends": available_backends(), "tags": self.config.tags, "ts": time.time(),
-        }
-        doc.update(describe(model) if model else {"model": None, "version": None})
-        shadow = self.shadow.reported()
-        if shadow is not None:
-            doc["shadow"] = shadow
-        return doc
+        return Reported(state=self.status, error=clip(self.error), seq=int(self.state.get("last_seq", 0)),
+                        arch=platform.machine(), backends=tuple(available_backends()), tags=dict(self.config.tags),
+                        ts=time.time(), shadow=self.shadow.reported(), **(describe(model) if model else {}))
 
     def publish_reported(self) -> None:
         topic = self.topics.device(self.config.device_id, "reported")
-        self.client.publish(topic, canonical_json(self.reported()), qos=1, retain=True)
+        self.client.publish(topic, self.reported().to_json(), qos=1, retain=True)
 
     def _event(self, event: str, **fields: Any) -> None:
         log.info("%s %s", event, fields)
-        payload = canonical_json({"event": event, "ts": time.time(), **fields})
-        self._publish_or_spool("events", payload)
+        if "detail" in fields:
+            fields["detail"] = clip(fields["detail"])
+        self._publish_or_spool("events", Event(event=event, ts=time.time(), **fields).to_json())
 
     # -- telemetry -------------------------------------------------------------------------------
     def _telemetry_loop(self) -> None:
@@ -244,12 +240,8 @@ class DeviceAgent:
             self.send_telemetry()
 
     def send_telemetry(self) -> None:
-        extra: dict[str, Any] = {"dropped": self.outbox.dropped}
-        shadow = self.shadow.collect()
-        if shadow is not None:
-            extra["shadow"] = shadow
-        msg = self.recorder.collect(self.holder.model, extra)
-        self._publish_or_spool("telemetry", json.dumps(msg).encode())
+        msg = self.recorder.collect(self.holder.model, dropped=self.outbox.dropped, shadow=self.shadow.collect())
+        self._publish_or_spool("telemetry", msg.to_json())
 
     def _publish_or_spool(self, kind: str, payload: bytes) -> None:
         """Publish, or spool while the broker is away. Spooled messages go first once connected, so a

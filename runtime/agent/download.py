@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from edgeml.atomic import atomic_replace
+
 CHUNK = 1 << 16
 
 
@@ -59,8 +61,7 @@ def download_blob(base_url: str, digest: str, size: int, target: Path, partial_d
     if _sha256(part) != digest:
         part.unlink(missing_ok=True)
         raise DownloadError("hash_mismatch", f"blob {digest[:12]}: sha256 differs from the manifest")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, target)
+    atomic_replace(part, target)
     return target
 
 

@@ -11,17 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edgeml.atomic import atomic_write_bytes
+from edgeml.compare import Tolerance, check_golden
 from edgeml.errors import EdgeMLError
 from edgeml.manifest import MANIFEST_NAME, SAMPLES_NAME, SIGNATURE_NAME, ArtifactEntry, Manifest
+from edgeml.messages import BundleLocation
+from edgeml.samples import read_samples
 from edgeml.signing import verify as verify_signature
 
 from ..model import Model, load
 from ..selection import Preference, select_artifact
 from .download import DownloadError, download_blob, fetch_small
-from .store import DeviceStore, write_atomic
+from .store import DeviceStore
 
 
 class InstallFailed(Exception):
@@ -46,10 +49,10 @@ class Installer:
         self.store, self.bundle_key, self.preference = store, bundle_key, preference
         self.threads, self.download_timeout = threads, download_timeout
 
-    def install(self, doc: dict[str, Any], progress: Progress = lambda _s: None) -> Installed:
+    def install(self, doc: BundleLocation, progress: Progress = lambda _s: None) -> Installed:
         progress("downloading")
-        manifest_bytes = self._fetch(doc["manifest_url"])
-        signature = self._fetch(doc["signature_url"]) if self.bundle_key is not None else None
+        manifest_bytes = self._fetch(doc.manifest_url)
+        signature = self._fetch(doc.signature_url) if self.bundle_key is not None else None
         if self.bundle_key is not None:
             try:
                 verify_signature(self.bundle_key, manifest_bytes, signature)
@@ -59,8 +62,8 @@ class Installer:
             manifest = Manifest.from_json_bytes(manifest_bytes)
         except EdgeMLError as exc:
             raise InstallFailed("bad_manifest", exc.message) from None
-        if (manifest.name, manifest.version) != (doc["model"], doc["version"]):
-            raise InstallFailed("wrong_bundle", f"desired {doc['model']} {doc['version']} but the manifest is "
+        if (manifest.name, manifest.version) != (doc.model, doc.version):
+            raise InstallFailed("wrong_bundle", f"desired {doc.model} {doc.version} but the manifest is "
                                                 f"{manifest.name} {manifest.version}")
         try:
             artifact = select_artifact(manifest, self.preference)
@@ -68,10 +71,10 @@ class Installer:
             raise InstallFailed("no_runnable_artifact", exc.message) from None
         staging = self.store.staging_dir()
         try:
-            self._download(doc["blob_url"], manifest, artifact, staging)
-            write_atomic(staging / MANIFEST_NAME, manifest_bytes)
+            self._download(doc.blob_url, manifest, artifact, staging)
+            atomic_write_bytes(staging / MANIFEST_NAME, manifest_bytes)
             if signature is not None:
-                write_atomic(staging / SIGNATURE_NAME, signature)
+                atomic_write_bytes(staging / SIGNATURE_NAME, signature)
             target = self.store.commit_staging(staging, manifest.name, manifest.version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -108,38 +111,21 @@ class Installer:
 def smoke_test(model: Model, directory: Path) -> None:
     """Run the bundle's golden samples; outputs must match the source's within the artifact's tolerance.
 
-    Float outputs use the artifact's atol/rtol (doubled: another CPU than the converting one); when
-    values are not enforced (int8), the top-1 agreement must hold, allowing one sample more than the
-    validated agreement rate would on so few samples.
+    The comparison is edgeml.compare.check_golden: float outputs within twice the artifact's
+    atol/rtol (another CPU than the converting one); when values are not enforced (int8), the
+    predictions must agree, allowing one sample more than the validated agreement rate would.
     """
     path = directory / SAMPLES_NAME
     if not path.is_file():
         return
-    with np.load(path, allow_pickle=False) as s:
-        inputs = {k[len("input/"):]: s[k] for k in s.files if k.startswith("input/")}
-        expected = {k[len("output/"):]: s[k] for k in s.files if k.startswith("output/")}
     try:
+        inputs, expected = read_samples(path)
         outputs = model.predict(inputs)
     except EdgeMLError as exc:
         raise InstallFailed("smoke_test_failed", f"the golden samples do not run: {exc.message}") from None
-    tol = model.artifact.validation.get("tolerance", {})
-    for name, ref in expected.items():
-        got = outputs.get(name)
-        if got is None:
-            raise InstallFailed("smoke_test_failed", f"output {name!r} is missing")
-        got = np.asarray(got).reshape(ref.shape) if np.asarray(got).size == ref.size else np.asarray(got)
-        if ref.dtype.kind in "fc" and tol.get("atol") is not None:
-            allowed = 2 * (tol["atol"] + tol.get("rtol", 0.0) * float(np.abs(ref).max() if ref.size else 0.0))
-            err = float(np.abs(got.astype(np.float64) - ref).max()) if ref.size else 0.0
-            if not err <= allowed:
-                raise InstallFailed("smoke_test_failed", f"output {name!r}: max abs error {err:.3g} > {allowed:.3g}")
-        else:
-            a = ref.argmax(axis=1) if ref.dtype.kind == "f" and ref.ndim == 2 else ref.reshape(-1)
-            b = got.argmax(axis=1) if got.dtype.kind == "f" and got.ndim == 2 else got.reshape(-1)
-            mismatches = int(np.sum(a.astype(str) != b.astype(str)))
-            allowed = int((1 - tol.get("min_agreement", 0.95)) * len(a)) + 1
-            if mismatches > allowed:
-                raise InstallFailed("smoke_test_failed", f"output {name!r}: {mismatches} of {len(a)} golden samples disagree")
+    failure = check_golden(expected, outputs, Tolerance.from_dict(model.artifact.validation.get("tolerance") or {}))
+    if failure:
+        raise InstallFailed("smoke_test_failed", failure)
 
 
 def describe(model: Model) -> dict[str, Any]:

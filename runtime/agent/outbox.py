@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from .store import write_atomic
+from edgeml.atomic import atomic_write_bytes
 
 
 class Outbox:
@@ -22,7 +22,7 @@ class Outbox:
     def put(self, topic_kind: str, payload: bytes) -> None:
         with self._lock:
             name = f"{time.time_ns():020d}-{next(self._counter):06d}.{topic_kind}"
-            write_atomic(self.root / name, payload)
+            atomic_write_bytes(self.root / name, payload)
             files = self._files()
             for old in files[: max(0, len(files) - self.max_messages)]:
                 old.unlink(missing_ok=True)

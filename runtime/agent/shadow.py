@@ -22,6 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeml.compare import outputs_agree
+from edgeml.messages import LatencyHistogram, ShadowSpec, ShadowState, ShadowTelemetry, clip
+
 from ..metrics import LATENCY_BUCKETS
 from .installer import InstallFailed, Installer
 from .store import DeviceStore
@@ -37,7 +40,7 @@ class ShadowRunner:
     def __init__(self, root: Path, make_installer: Callable[[DeviceStore], Installer], sample: float = 0.25) -> None:
         self.root = Path(root)
         self.make_installer = make_installer
-        self.sample = sample
+        self.default_sample = self.sample = sample  # a shadow spec's own `sample` overrides the default
         self.model: Any = None
         self.target: tuple[str, str] | None = None
         self.state: str | None = None  # installing / active / failed
@@ -53,9 +56,10 @@ class ShadowRunner:
         self.latencies: list[float] = []
 
     # -- desired state (the agent's installer thread) -------------------------------------------
-    def update(self, spec: dict[str, Any] | None, event: Event) -> None:
+    def update(self, spec: ShadowSpec | None, event: Event) -> None:
         """Install the candidate `spec` describes (or remove the shadow when spec is None)."""
-        target = (spec["model"], spec["version"]) if spec else None
+        target = (spec.model, spec.version) if spec else None
+        self.sample = spec.sample if spec is not None and spec.sample is not None else self.default_sample
         if target == self.target and self.state in ("active", "failed"):
             return
         self._drop()
@@ -118,7 +122,7 @@ class ShadowRunner:
             except Exception:  # a candidate that fails is counted, never raised
                 self._record(candidate, None, 0.0)
                 continue
-            self._record(candidate, agrees(outputs, active_outputs, _compared_output(candidate)), time.perf_counter() - t0)
+            self._record(candidate, outputs_agree(outputs, active_outputs, _compared_output(candidate)), time.perf_counter() - t0)
 
     def _record(self, candidate: Any, agreed: bool | None, seconds: float) -> None:
         with self._lock:
@@ -134,44 +138,28 @@ class ShadowRunner:
                 self.latencies.append(seconds)
 
     # -- reporting -------------------------------------------------------------------------------
-    def collect(self) -> dict[str, Any] | None:
+    def collect(self) -> ShadowTelemetry | None:
         """The interval's shadow telemetry (counters start again from zero); None without a shadow."""
         with self._lock:
             if self.target is None:
                 return None
-            out: dict[str, Any] = {"model": self.target[0], "version": self.target[1], "state": self.state,
-                                   "requests": self.requests, "agreed": self.agreed, "errors": self.errors,
-                                   "skipped": self.skipped, "latency": {"buckets": list(LATENCY_BUCKETS), "counts": self.latency}}
             answered = self.requests - self.errors
-            out["agreement"] = self.agreed / answered if answered else None
+            p50 = p99 = None
             if self.latencies:
-                out["latency_p50_s"], out["latency_p99_s"] = (float(v) for v in np.percentile(self.latencies, [50, 99]))
+                p50, p99 = (float(v) for v in np.percentile(self.latencies, [50, 99]))
+            out = ShadowTelemetry(self.target[0], self.target[1], self.state, self.requests, self.agreed, self.errors,
+                                  self.skipped, LatencyHistogram(LATENCY_BUCKETS, tuple(self.latency)),
+                                  agreement=self.agreed / answered if answered else None,
+                                  latency_p50_s=p50, latency_p99_s=p99)
             self._reset()
         return out
 
-    def reported(self) -> dict[str, Any] | None:
+    def reported(self) -> ShadowState | None:
         if self.target is None:
             return None
-        return {"model": self.target[0], "version": self.target[1], "state": self.state, "error": self.error}
+        return ShadowState(self.target[0], self.target[1], self.state, clip(self.error))
 
 
 def _compared_output(model: Any) -> str | None:
     pred = (model.manifest.reference or {}).get("prediction") or {}
     return pred.get("output")
-
-
-def agrees(candidate: dict[str, np.ndarray], active: dict[str, np.ndarray], name: str | None = None) -> bool:
-    """Same prediction: argmax for class scores, equality for labels, closeness for other floats."""
-    if name is None or name not in candidate or name not in active:
-        common = [k for k in candidate if k in active]
-        if not common:
-            return False
-        name = common[0]
-    a, b = np.asarray(candidate[name]), np.asarray(active[name])
-    if a.shape != b.shape:
-        return False
-    if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] > 1:
-        return bool(np.array_equal(a.argmax(axis=1), b.argmax(axis=1)))
-    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
-        return bool(np.allclose(a, b, rtol=1e-2, atol=1e-3))
-    return bool(np.array_equal(a.astype(str), b.astype(str)))

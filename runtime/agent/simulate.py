@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeml.manifest import SAMPLES_NAME
+from edgeml.samples import read_samples, sample_inputs
+
 from ..server.holder import ModelHolder
 from ..selection import Preference
 from .agent import AgentConfig, DeviceAgent
@@ -107,11 +110,10 @@ class Simulation:
     def _sample_for(self, model: Any, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
         key = id(model)
         if key not in self._samples:
-            path = Path(model.bundle) / "samples.npz"
+            path = Path(model.bundle) / SAMPLES_NAME
             if not path.is_file():
                 return None
-            with np.load(path, allow_pickle=False) as s:
-                self._samples[key] = model.prepare({k[len("input/"):]: s[k] for k in s.files if k.startswith("input/")})
+            self._samples[key] = model.prepare(read_samples(path)[0])
         feeds = self._samples[key]
         n = len(next(iter(feeds.values())))
         i = int(rng.integers(n))
@@ -124,7 +126,7 @@ def load_traffic(path: Path) -> dict[str, np.ndarray]:
 
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k[len("input/"):] if k.startswith("input/") else k: f[k] for k in f.files}
+            arrays = sample_inputs({k: f[k] for k in f.files})
     except (OSError, ValueError) as exc:
         raise UsageError(f"--traffic {path}: not a readable .npz file ({exc})") from None
     if not arrays or len({len(a) for a in arrays.values()}) != 1 or any(a.ndim == 0 for a in arrays.values()):

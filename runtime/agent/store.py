@@ -5,7 +5,7 @@
     STORE/state.json             last applied desired sequence number and what is active
     STORE/staging/  STORE/downloads/  STORE/outbox/
 
-Every write is temp-file + fsync + rename; activation is an atomic symlink replacement. A kill at any
+Every write is temp-file + fsync + rename (edgeml.atomic); activation is an atomic symlink replacement. A kill at any
 point leaves `current` pointing at a complete, verified install (or nothing, on a new device).
 """
 
@@ -18,28 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from edgeml.atomic import atomic_write_json, fsync_dir, fsync_tree
 
 
 class DeviceStore:
@@ -61,7 +40,7 @@ class DeviceStore:
             return {"last_seq": 0}
 
     def save_state(self, state: dict[str, Any]) -> None:
-        write_atomic(self.state_path, json.dumps(state, indent=2).encode())
+        atomic_write_json(self.state_path, state)
 
     # -- installed versions --------------------------------------------------------------------
     def version_dir(self, name: str, version: str) -> Path:
@@ -74,10 +53,7 @@ class DeviceStore:
         """Move a complete staged install to models/NAME/VERSION (replacing a stale copy)."""
         target = self.version_dir(name, version)
         target.parent.mkdir(parents=True, exist_ok=True)
-        for path in staging.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
+        fsync_tree(staging)
         if target.exists():
             if self.active_dir() is not None and self.active_dir().resolve() == target.resolve():
                 shutil.rmtree(staging, ignore_errors=True)

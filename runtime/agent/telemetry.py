@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeml.histograms import bin_counts
+from edgeml.messages import LatencyHistogram, ShadowTelemetry, Telemetry
 
 from ..metrics import LATENCY_BUCKETS
 
@@ -59,31 +60,27 @@ class TelemetryRecorder:
             self.errors += 1
 
     # -- once per interval ---------------------------------------------------------------------
-    def collect(self, model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def collect(self, model: Any, dropped: int | None = None, shadow: ShadowTelemetry | None = None) -> Telemetry:
         """The telemetry message for the interval that ends now; counters start again from zero."""
         now = time.monotonic()
         with self._lock:
             requests, errors, latency, samples, started = self.requests, self.errors, self.latency, self.samples, self.started
             self._reset(now)
         self.seq += 1
-        msg: dict[str, Any] = {
-            "seq": self.seq, "ts": time.time(), "interval_s": max(now - started, 1e-3),
-            "model": model.info.name if model else None, "version": model.info.version if model else None,
-            "requests": requests, "errors": errors,
-            "latency": {"buckets": list(LATENCY_BUCKETS), "counts": latency},
-        }
+        cpu = rss = None
         if self._process is not None:
-            msg["cpu_percent"] = self._process.cpu_percent(None)
-            msg["rss_bytes"] = self._process.memory_info().rss
+            cpu, rss = float(self._process.cpu_percent(None)), int(self._process.memory_info().rss)
+        features = prediction = None
         if model is not None:
             mine = [(f, o) for m, f, o in samples if m is model]
-            features, prediction = bin_samples(model.manifest.reference or {}, mine)
-            msg["features"] = features
-            if prediction is not None:
-                msg["prediction"] = prediction
-        if extra:
-            msg.update(extra)
-        return msg
+            binned, counts = bin_samples(model.manifest.reference or {}, mine)
+            features = {name: tuple(c) for name, c in binned.items()}
+            prediction = None if counts is None else tuple(counts)
+        return Telemetry(
+            seq=self.seq, ts=time.time(), interval_s=max(now - started, 1e-3), requests=requests, errors=errors,
+            model=model.info.name if model else None, version=model.info.version if model else None,
+            latency=LatencyHistogram(LATENCY_BUCKETS, tuple(latency)), cpu_percent=cpu, rss_bytes=rss,
+            features=features, prediction=prediction, dropped=dropped, shadow=shadow)
 
 
 def bin_samples(reference: dict[str, Any], samples: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]):

@@ -2,7 +2,8 @@
 
 Keep-alive HTTP/1.1, one write per response, TCP_NODELAY: a request on loopback costs tens of
 microseconds beyond the model. Client mistakes are answered 4xx with `{"error": "..."}` and counted;
-the daemon never crashes on a request and answers 500 only for its own faults.
+the daemon never crashes on a request and answers 500 only for its own faults. Errors are
+`EdgeMLError`s; `STATUS_BY_REASON` is the one table from their reason code to the HTTP status.
 """
 
 from __future__ import annotations
@@ -18,17 +19,24 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from edgeml.errors import DataError, EdgeMLError, UsageError
+from edgeml.errors import EdgeMLError, NotFoundError
 
 from ..metrics import ServerMetrics
 from .holder import ModelHolder
-from .protocol import ProtocolError, dumps, server_metadata
+from .protocol import RequestError, dumps, server_metadata
 from .request import parse_request
 
 JSON = "application/json"
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
-_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 411: "length_required",
-            413: "too_large", 429: "overloaded", 500: "internal", 503: "unavailable"}
+# Reason code of an EdgeMLError -> HTTP status; any other reason is the daemon's fault (500).
+STATUS_BY_REASON = {
+    "bad_request": 400, "bad_input": 400, "usage": 400,  # RequestError, DataError, UsageError
+    "not_found": 404, "method_not_allowed": 405, "length_required": 411, "too_large": 413,
+    "overloaded": 429, "inference_failed": 500, "unavailable": 503,
+}
+# The `reason` label of edgeml_request_errors_total, by status (stable for dashboards and alerts).
+_METRIC_LABEL = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 411: "length_required",
+                 413: "too_large", 429: "overloaded", 500: "internal", 503: "unavailable"}
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             try:
                 status, body, ctype, error = self._route(method)
-            except ProtocolError as exc:
-                status, body, ctype, error = exc.status, dumps({"error": exc.message}), JSON, True
+            except EdgeMLError as exc:
+                status, body, ctype, error = STATUS_BY_REASON.get(exc.reason, 500), dumps({"error": exc.message}), JSON, True
             except Exception as exc:  # a fault of the daemon, not of the client
                 print(f"edgeml serve: internal error on {method} {self.path}:\n{traceback.format_exc()}", file=sys.stderr)
                 status, body, ctype, error = 500, dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}), JSON, True
@@ -129,7 +137,7 @@ class Handler(BaseHTTPRequestHandler):
             m, endpoint = state.metrics, self._endpoint
             m.requests.inc(endpoint=endpoint, code=str(status))
             if error:
-                m.errors.inc(endpoint=endpoint, reason=_REASONS.get(status, str(status)))
+                m.errors.inc(endpoint=endpoint, reason=_METRIC_LABEL.get(status, str(status)))
             m.duration.observe(time.perf_counter() - start, endpoint=endpoint)
             self._reply(status, body, ctype, head=method == "HEAD")
         finally:
@@ -148,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
         }.get(path, ("unknown", None))
         if get is None:
             self._discard_body()
-            raise ProtocolError(404, f"no endpoint {path}; see /v2 (Open Inference Protocol) and /metrics")
+            raise NotFoundError(f"no endpoint {path}; see /v2 (Open Inference Protocol) and /metrics")
         self._endpoint = endpoint
         self._only(method, "GET", endpoint)
         return get()
@@ -158,13 +166,13 @@ class Handler(BaseHTTPRequestHandler):
         version = None
         if rest[:1] == ["versions"]:
             if len(rest) < 2:
-                raise ProtocolError(404, "a model version is missing after /versions/")
+                raise NotFoundError("a model version is missing after /versions/")
             version, rest = rest[1], rest[2:]
         action = rest[0] if rest else ""
         endpoint = {"": "model_metadata", "ready": "model_ready", "infer": "infer"}.get(action) if len(rest) <= 1 else None
         if endpoint is None:
             self._discard_body()
-            raise ProtocolError(404, f"no endpoint {self.path}; use /v2/models/{name}[/versions/V][/ready|/infer]")
+            raise NotFoundError(f"no endpoint {self.path}; use /v2/models/{name}[/versions/V][/ready|/infer]")
         self._endpoint = endpoint
         self._only(method, "POST" if endpoint == "infer" else "GET", endpoint)
         served = self.state.holder.current  # read once: a concurrent swap does not affect this request
@@ -172,9 +180,9 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_body()  # read before answering, so the connection stays usable
         if served is None or served.model.info.name != name:
             have = f"this server serves {served.model.info.name!r}" if served else "no model is loaded yet"
-            raise ProtocolError(404, f"model {name!r} not found; {have}")
+            raise NotFoundError(f"model {name!r} not found; {have}")
         if version is not None and version != served.model.info.version:
-            raise ProtocolError(404, f"model {name!r} has no version {version!r}; serving version {served.model.info.version!r}")
+            raise NotFoundError(f"model {name!r} has no version {version!r}; serving version {served.model.info.version!r}")
         if endpoint == "model_metadata":
             return 200, served.metadata, JSON, False
         if endpoint == "model_ready":
@@ -184,20 +192,17 @@ class Handler(BaseHTTPRequestHandler):
     def _infer(self, served, body: bytes) -> bytes:
         state = self.state
         if not state.slots.acquire(blocking=False):
-            raise ProtocolError(429, f"server busy: {state.limits.max_inflight} inference requests in flight; retry later")
+            raise RequestError(f"server busy: {state.limits.max_inflight} inference requests in flight; retry later",
+                               "overloaded")
         try:
             feeds, names, request_id = served.codec.decode(body)
             t0 = time.perf_counter()
             try:
                 outputs = served.run(feeds)
-            except (DataError, UsageError) as exc:
+            except EdgeMLError:  # its reason decides: bad input 400, a backend failure 500
                 if state.observer is not None:
                     state.observer.error(served.model)
-                raise ProtocolError(400, exc.message) from None
-            except EdgeMLError as exc:  # the backend failed on checked inputs: not the client's fault
-                if state.observer is not None:
-                    state.observer.error(served.model)
-                raise ProtocolError(500, exc.message) from None
+                raise
             seconds = time.perf_counter() - t0
             state.metrics.inference.observe(seconds)
             if state.observer is not None:  # the fleet agent's telemetry (edgeml serve --fleet)
@@ -228,17 +233,19 @@ class Handler(BaseHTTPRequestHandler):
     def _only(self, method: str, allowed: str, endpoint: str) -> None:
         if method != allowed and not (method == "HEAD" and allowed == "GET"):
             self._discard_body()
-            raise ProtocolError(405, f"{endpoint} takes {allowed}, not {method}")
+            raise RequestError(f"{endpoint} takes {allowed}, not {method}", "method_not_allowed")
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
-            raise ProtocolError(411, "send the request body with a Content-Length (chunked bodies are not accepted)")
+            raise RequestError("send the request body with a Content-Length (chunked bodies are not accepted)",
+                               "length_required")
         length = self._content_length()
         limit = self.state.limits.max_body_bytes
         if length > limit:
             self.close_connection = True  # the body stays unread
-            raise ProtocolError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes (--max-body-mb)")
+            raise RequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes (--max-body-mb)",
+                               "too_large")
         return self.rfile.read(length) if length else b""
 
     def _discard_body(self) -> None:
@@ -253,10 +260,10 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
             self.close_connection = True
-            raise ProtocolError(400, "Content-Length is not a number") from None
+            raise RequestError("Content-Length is not a number") from None
         if length < 0:
             self.close_connection = True
-            raise ProtocolError(400, "Content-Length is negative")
+            raise RequestError("Content-Length is negative")
         return length
 
     def _reply(self, status: int, body: bytes, ctype: str, head: bool = False) -> None:
@@ -297,14 +304,15 @@ class _Limited:
 
 
 def _refuse(sock: socket.socket, state: ServerState) -> None:
+    status = STATUS_BY_REASON["unavailable"]
     body = dumps({"error": f"too many connections (limit {state.limits.max_connections}); retry later"})
     try:
-        sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        sock.sendall(f"HTTP/1.1 {status} {_PHRASES[status]}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
     except OSError:
         pass
-    state.metrics.requests.inc(endpoint="unknown", code="503")
-    state.metrics.errors.inc(endpoint="unknown", reason="unavailable")
+    state.metrics.requests.inc(endpoint="unknown", code=str(status))
+    state.metrics.errors.inc(endpoint="unknown", reason=_METRIC_LABEL[status])
 
 
 class TCPServer(_Limited, ThreadingHTTPServer):

@@ -5,7 +5,12 @@ Field names and datatype strings follow the protocol exactly: metadata tensors a
 `{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data"}], "outputs"?: [{"name"}]}`
 with `data` in row-major order (flat or nested) and BYTES elements as JSON strings; the response is
 `{"model_name", "model_version", "id"?, "outputs": [{"name", "shape", "datatype", "data"}]}`.
-Client mistakes raise `ProtocolError(status, message)`, answered as `{"error": message}`.
+
+A request is checked once: each tensor's `data` is decoded to its datatype and cast straight to the
+model input's dtype by the rules of `edgeml.tensors` (the same ones `Model.predict` and `edgeml
+convert` apply), then only the shape is fitted; the feeds go to the session without another check.
+Client mistakes raise `RequestError` (reason "bad_request"), `DataError` ("bad_input") or
+`NotFoundError`; runtime/server/http.py maps reasons to statuses and answers `{"error": message}`.
 """
 
 from __future__ import annotations
@@ -16,19 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from edgeml import __version__, dtypes
-from edgeml.errors import DataError
+from edgeml import __version__, dtypes, tensors
+from edgeml.errors import EdgeMLError
 from edgeml.schema import TensorSpec
 
 SERVER_NAME = "edgeml"
 EXTENSIONS: list[str] = []
+_NUMPY_BY_OIP = {oip: dtypes.to_numpy(d.name) for oip, d in dtypes.BY_OIP.items()}
 
 
-class ProtocolError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class RequestError(EdgeMLError):
+    """A request the server cannot take as sent; `reason` picks the HTTP status (see http.py)."""
+
+    reason = "bad_request"
 
 
 def dumps(obj: Any) -> bytes:
@@ -62,72 +67,60 @@ class InferCodec:
         self.model = model
         self.model_name = model.info.name
         self.model_version = model.info.version
-        self.input_specs = {s.name: s for s in model.inputs}
-        self.expected = {s.name: dtypes.dtype(s.dtype) for s in model.inputs}
+        self.checks = {c.name: c for c in model.prepare.checks}  # the model's own input checks
         self.output_names = [s.name for s in model.outputs]
         self.output_set = frozenset(self.output_names)
 
     # -- requests ---------------------------------------------------------------------------------
 
     def decode(self, body: bytes) -> tuple[dict[str, np.ndarray], list[str], Any]:
-        """Return (checked feeds, output names to return, request id or None)."""
+        """Return (feeds ready for the session, output names to return, request id or None)."""
         try:
             request = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ProtocolError(400, f"request body is not valid JSON: {exc}") from None
+            raise RequestError(f"request body is not valid JSON: {exc}") from None
         if not isinstance(request, dict):
-            raise ProtocolError(400, "request body must be a JSON object with an \"inputs\" array")
-        tensors = request.get("inputs")
-        if not isinstance(tensors, list) or not tensors:
-            raise ProtocolError(400, "request needs a non-empty \"inputs\" array of {name, shape, datatype, data}")
-        arrays: dict[str, np.ndarray] = {}
-        for i, tensor in enumerate(tensors):
-            name, array = self._decode_tensor(i, tensor)
-            if name in arrays:
-                raise ProtocolError(400, f"input {name!r} appears twice in \"inputs\"")
-            arrays[name] = array
-        self._check_names(arrays)
-        try:
-            feeds = self.model.prepare(arrays)
-        except DataError as exc:
-            raise ProtocolError(400, exc.message) from None
+            raise RequestError("request body must be a JSON object with an \"inputs\" array")
+        tensors_in = request.get("inputs")
+        if not isinstance(tensors_in, list) or not tensors_in:
+            raise RequestError("request needs a non-empty \"inputs\" array of {name, shape, datatype, data}")
+        given: dict[str, dict[str, Any]] = {}
+        for i, tensor in enumerate(tensors_in):
+            name = _tensor_name(i, tensor)
+            if name in given:
+                raise RequestError(f"input {name!r} appears twice in \"inputs\"")
+            given[name] = tensor
+        self._check_names(given)
+        feeds = {name: self._decode_tensor(name, tensor) for name, tensor in given.items()}
         return feeds, self._requested(request.get("outputs")), request.get("id")
 
-    def _decode_tensor(self, i: int, tensor: Any) -> tuple[str, np.ndarray]:
-        if not isinstance(tensor, dict):
-            raise ProtocolError(400, f"inputs[{i}] must be an object with name, shape, datatype and data")
-        missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
-        if missing:
-            raise ProtocolError(400, f"inputs[{i}] lacks {', '.join(missing)} (each input needs name, shape, datatype, data)")
-        name, shape, datatype, data = tensor["name"], tensor["shape"], tensor["datatype"], tensor["data"]
-        if not isinstance(name, str):
-            raise ProtocolError(400, f"inputs[{i}].name must be a string")
+    def _decode_tensor(self, name: str, tensor: dict[str, Any]) -> np.ndarray:
+        check = self.checks[name]
+        shape, datatype = tensor["shape"], tensor["datatype"]
         _check_shape_and_datatype(name, shape, datatype)
-        expected = self.expected.get(name)
-        if expected is not None and not _compatible(dtypes.BY_OIP[datatype], expected):
-            spec = self.input_specs[name]
-            raise ProtocolError(400, f"input {name!r}: datatype {datatype} cannot feed the model's {expected.oip} "
-                                     f"input (shape {tensor_metadata(spec)['shape']})")
-        return name, tensor_array(name, shape, datatype, data)
+        tensors.check_dtype(_NUMPY_BY_OIP[datatype], check.dtype, name, f"{datatype} data")
+        # Decoded as its datatype, then cast to the model's dtype (a no-op when they agree); the
+        # input check itself then only compares rank and fixed dimensions.
+        return check(tensors.cast(_decode(name, shape, datatype, tensor["data"]), check.dtype, name))
 
-    def _check_names(self, arrays: dict[str, np.ndarray]) -> None:
-        unknown = [n for n in arrays if n not in self.input_specs]
-        missing = [n for n in self.input_specs if n not in arrays]
+    def _check_names(self, given: dict[str, Any]) -> None:
+        unknown = [n for n in given if n not in self.checks]
+        missing = [n for n in self.checks if n not in given]
         if unknown or missing:
             parts = ([f"unknown input(s) {', '.join(map(repr, unknown))}"] if unknown else []) + \
                     ([f"missing input(s) {', '.join(map(repr, missing))}"] if missing else [])
-            raise ProtocolError(400, "; ".join(parts) + f"; model {self.model_name} takes {', '.join(self.input_specs)}")
+            raise RequestError("; ".join(parts) + f"; model {self.model_name} takes {', '.join(self.checks)}")
 
     def _requested(self, outputs: Any) -> list[str]:
         if outputs is None:
             return self.output_names
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
-            raise ProtocolError(400, "\"outputs\" must be an array of objects with a \"name\"")
+            raise RequestError("\"outputs\" must be an array of objects with a \"name\"")
         names = [o["name"] for o in outputs]
         unknown = [n for n in names if n not in self.output_set]
         if unknown:
-            raise ProtocolError(400, f"unknown output(s) {', '.join(map(repr, unknown))}; model {self.model_name} "
-                                     f"has {', '.join(self.output_names)}")
+            raise RequestError(f"unknown output(s) {', '.join(map(repr, unknown))}; model {self.model_name} "
+                               f"has {', '.join(self.output_names)}")
         return names or self.output_names
 
     # -- responses --------------------------------------------------------------------------------
@@ -140,50 +133,49 @@ class InferCodec:
         return dumps(response)
 
 
-def _compatible(given: dtypes.DType, expected: dtypes.DType) -> bool:
-    if given.name == expected.name:
-        return True
-    if "string" in (given.name, expected.name):
-        return False
-    want = np.dtype(expected.numpy)
-    have = np.dtype(given.numpy)
-    return want.kind == "f" or np.can_cast(have, want, "safe") or (have.kind == "b" and want.kind in "iu")
+def _tensor_name(i: int, tensor: Any) -> str:
+    if not isinstance(tensor, dict):
+        raise RequestError(f"inputs[{i}] must be an object with name, shape, datatype and data")
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+    if missing:
+        raise RequestError(f"inputs[{i}] lacks {', '.join(missing)} (each input needs name, shape, datatype, data)")
+    if not isinstance(tensor["name"], str):
+        raise RequestError(f"inputs[{i}].name must be a string")
+    return tensor["name"]
 
 
 def _check_shape_and_datatype(name: str, shape: Any, datatype: Any) -> None:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ProtocolError(400, f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-    if datatype not in dtypes.BY_OIP:
-        raise ProtocolError(400, f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(dtypes.BY_OIP)}")
+        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if datatype not in _NUMPY_BY_OIP:
+        raise RequestError(f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(dtypes.BY_OIP)}")
 
 
 def tensor_array(name: str, shape: Any, datatype: Any, data: Any) -> np.ndarray:
-    """The array an OIP tensor describes: row-major data (flat or nested) of `datatype`, reshaped."""
+    """The array an OIP tensor describes: row-major `data` (flat or nested) as `datatype`, reshaped.
+
+    The JSON values are cast to `datatype` by the rules of `edgeml.tensors` (DataError for a value
+    the datatype cannot hold); RequestError for a malformed tensor.
+    """
     _check_shape_and_datatype(name, shape, datatype)
+    return _decode(name, shape, datatype, data)
+
+
+def _decode(name: str, shape: list[int], datatype: str, data: Any) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
         flat = _flatten(data)
         if not all(isinstance(v, str) for v in flat):
-            raise ProtocolError(400, f"input {name!r}: BYTES data must be JSON strings")
+            raise RequestError(f"input {name!r}: BYTES data must be JSON strings")
         arr = np.array(flat, dtype=str) if flat else np.empty(0, dtype=str)
     else:
         try:
-            arr = np.asarray(data)
+            raw = np.asarray(data)
         except (ValueError, TypeError):
-            raise ProtocolError(400, f"input {name!r}: data must be a (nested) array of numbers of equal lengths") from None
-        kind = arr.dtype.kind
-        want = np.dtype(dtypes.BY_OIP[datatype].numpy)
-        if kind not in "biuf" or (kind == "f" and want.kind != "f") or (kind in "iu" and want.kind == "b"):
-            got = "strings" if kind in "USO" else f"{arr.dtype.name} values"
-            raise ProtocolError(400, f"input {name!r}: datatype {datatype} but data holds {got}")
-        arr = arr.reshape(-1)
-        if want.kind in "iu" and kind in "iu" and arr.size:
-            info = np.iinfo(want)
-            if arr.min() < info.min or arr.max() > info.max:
-                raise ProtocolError(400, f"input {name!r}: values out of range for datatype {datatype}")
-        arr = arr.astype(want)
+            raise RequestError(f"input {name!r}: data must be a (nested) array of numbers of equal lengths") from None
+        arr = tensors.cast(raw.reshape(-1), _NUMPY_BY_OIP[datatype], name)
     if arr.size != count:
-        raise ProtocolError(400, f"input {name!r}: shape {shape} holds {count} elements but data has {arr.size}")
+        raise RequestError(f"input {name!r}: shape {shape} holds {count} elements but data has {arr.size}")
     return arr.reshape(shape)
 
 
