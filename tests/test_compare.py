@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeml.compare import (Tolerance, allowed_mismatches, check_golden, classes, compare_values, outputs_agree)
+from edgeml.compare import Tolerance, allowed_mismatches, check_golden, classes, compare_values, outputs_agree
+from edgeml.convert.options import DEFAULT_TOLERANCES, Precision
 
-FP32 = Tolerance(atol=1e-4, rtol=1e-3, min_agreement=0.99, max_metric_drop=0.005)
-INT8 = Tolerance(atol=None, rtol=0.0, min_agreement=0.95, max_metric_drop=0.02)
+# The defaults `edgeml convert` applies (one definition, read here rather than copied).
+FP32 = DEFAULT_TOLERANCES[Precision.FP32]
+INT8 = DEFAULT_TOLERANCES[Precision.INT8]
 
 
 def test_values_pass_within_atol_plus_rtol_times_the_largest_reference_value():
