@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeml import dtypes, tensors
 from edgeml.errors import DataError
+from edgeml.samples import load_npz
 from edgeml.schema import Schema
 
 LABEL_KEYS = ("label", "labels", "target", "y")
@@ -75,8 +76,7 @@ def check_feeds(feeds: Feeds, schema: Schema, where: str) -> Feeds:
 
 def _from_npz(path: Path, schema: Schema, target: str | None, role: str) -> tuple[Feeds, np.ndarray | None]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = load_npz(path)
     except Exception as exc:
         raise DataError(f"{role} data {path} is not a readable .npz file: {exc}") from None
     label_key = _label_key(list(arrays), target, path)

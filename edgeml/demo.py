@@ -121,10 +121,10 @@ def start_devices(config: DemoConfig, state: DemoState, say: Say) -> None:
 
 def _held_out_inputs(config: DemoConfig) -> dict[str, Any]:
     """The devices' "real" traffic: the held-out test rows of the training run (labels dropped)."""
-    import numpy as np
+    from .samples import load_npz
 
-    with np.load(config.root / "runs" / "v1.0.0" / "validation.npz", allow_pickle=False) as f:
-        return {k: f[k] for k in f.files if k not in ("label", "labels", "target", "y")}
+    arrays = load_npz(config.root / "runs" / "v1.0.0" / "validation.npz")
+    return {k: v for k, v in arrays.items() if k not in ("label", "labels", "target", "y")}
 
 
 def push_and_install(config: DemoConfig, state: DemoState, say: Say) -> None:

@@ -9,6 +9,11 @@ Topics (prefix `edgeml` by default), for device ID:
     PREFIX/devices/ID/status     retained "online" / "offline" (offline is the device's Last Will)
     PREFIX/devices/ID/telemetry  device -> fleet, QoS 1, every interval
     PREFIX/devices/ID/events     device -> fleet, QoS 1
+    PREFIX/devices/ID/telemetry_ack  fleet -> device, retained, QoS 1: {"seq": N}, every telemetry
+                                 message with seq <= N is stored (the device keeps the rest spooled)
+
+A device may publish only reported/status/telemetry/events under its own ID and subscribe only to its
+own desired and telemetry_ack; the broker's ACL enforces it (see edgeml.fleet.provision).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from .errors import EdgeMLError
 DEFAULT_PREFIX = "edgeml"
 SHARED_GROUP = "edgeml-fleet"
 MAX_MESSAGE_BYTES = 256 * 1024
-KINDS = ("desired", "reported", "status", "telemetry", "events")
+KINDS = ("desired", "reported", "status", "telemetry", "events", "telemetry_ack")
+DEVICE_PUBLISHES = ("reported", "status", "telemetry", "events")
+DEVICE_SUBSCRIBES = ("desired", "telemetry_ack")
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

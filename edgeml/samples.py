@@ -9,6 +9,7 @@ and the tests. Arrays never hold Python objects (strings are stored as numpy uni
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Mapping
 
@@ -21,6 +22,17 @@ INPUT_PREFIX = "input/"
 OUTPUT_PREFIX = "output/"
 
 Arrays = dict[str, np.ndarray]
+
+# CPython 3.11 before 3.11.9 raises "SystemError: AST constructor recursion depth mismatch" when
+# ast.literal_eval (which numpy uses for every .npy header) runs in two threads at once (gh-106905).
+# A device reads samples in its installer and shadow threads, so every .npz read goes through one lock.
+_NPZ_LOCK = threading.Lock()
+
+
+def load_npz(path: str | Path) -> Arrays:
+    """Every array of an .npz file (no pickles); OSError/ValueError when it cannot be read."""
+    with _NPZ_LOCK, np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
 
 
 def _storable(value: object) -> np.ndarray:
@@ -52,8 +64,7 @@ def sample_inputs(arrays: Mapping[str, np.ndarray]) -> Arrays:
 def read_samples(path: str | Path) -> tuple[Arrays, Arrays]:
     """(inputs, outputs) of a samples.npz; BundleError when it cannot be read."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = load_npz(path)
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path} is not a readable samples file ({exc}); rebuild the bundle with `edgeml convert`") from None
     return split_samples(arrays)

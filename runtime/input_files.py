@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgeml.errors import DataError
-from edgeml.samples import sample_inputs
+from edgeml.samples import load_npz, sample_inputs
 from edgeml.schema import TensorSpec
 
 SUFFIXES = (".npz", ".csv", ".json")
@@ -43,8 +43,7 @@ def read_inputs(path: Path, specs: list[TensorSpec]) -> Any:
 
 def _npz(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = load_npz(path)
     except Exception as exc:
         raise DataError(f"{path} is not a readable .npz file: {exc}") from None
     arrays = sample_inputs(arrays)  # a bundle's samples.npz: its input/NAME arrays

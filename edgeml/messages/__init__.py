@@ -1,6 +1,6 @@
 """Typed contracts for every message that crosses a process boundary.
 
-MQTT documents (`Desired` with its `ShadowSpec`, `Reported`, `Status`, `Telemetry`, `Event`), the
+MQTT documents (`Desired` with its `ShadowSpec`, `Reported`, `Status`, `Telemetry`, `TelemetryAck`, `Event`), the
 bundle manifest's per-artifact record (`ArtifactDetails`, with its `FileEntry` list) and the train
 run manifest (`RunManifest`, file name `RUN_MANIFEST_NAME`).
 
@@ -20,10 +20,10 @@ the bytes `edgeml.protocol.sign_document` gives for the same content.
 from ..protocol import ProtocolError
 from .artifacts import ArtifactDetails, FileEntry
 from .device import (OFFLINE, ONLINE, BundleLocation, Desired, Event, LatencyHistogram, Reported, ShadowSpec, ShadowState,
-                     ShadowTelemetry, Status, Telemetry)
+                     ShadowTelemetry, Status, Telemetry, TelemetryAck)
 from .fields import clip
 from .run import RUN_FORMAT, RUN_MANIFEST_NAME, RunInput, RunManifest
 
 __all__ = ["ArtifactDetails", "BundleLocation", "Desired", "Event", "FileEntry", "LatencyHistogram", "OFFLINE", "ONLINE",
            "Reported", "RunInput", "RunManifest", "RUN_FORMAT", "RUN_MANIFEST_NAME", "ShadowSpec", "ShadowState",
-           "ShadowTelemetry", "Status", "Telemetry", "ProtocolError", "clip"]
+           "ShadowTelemetry", "Status", "Telemetry", "TelemetryAck", "ProtocolError", "clip"]

@@ -332,3 +332,19 @@ class Telemetry(_Message):
         return d
 
 
+
+
+@dataclass(frozen=True)
+class TelemetryAck(_Message):
+    """fleet -> device (retained, QoS 1, on PREFIX/devices/ID/telemetry_ack): every telemetry message of
+    this device with `seq` <= this one is durably stored; the device may drop those from its outbox."""
+
+    seq: int
+
+    @classmethod
+    def parse(cls, obj_or_bytes: Any) -> Self:
+        obj = _load(obj_or_bytes, "telemetry ack")
+        return cls(seq=_req(obj, "seq", "", _int, 0, MAX_SEQ))
+
+    def to_dict(self) -> Json:
+        return {"seq": self.seq}

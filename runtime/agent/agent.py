@@ -33,6 +33,8 @@ from .telemetry import TelemetryRecorder
 
 log = logging.getLogger("edgeml.agent")
 
+INTERNAL_RETRIES = 5  # an unexpected crash during an install is retried this often (1, 2, 4, 8, 16 s apart)
+
 
 @dataclass
 class AgentConfig:
@@ -149,11 +151,11 @@ class DeviceAgent:
                     return
                 item = newer
             try:
-                self.handle_desired(item["payload"])
+                self.handle_desired(item["payload"], item.get("attempt", 0))
             except Exception:  # the installer thread must survive anything
                 log.exception("error handling a desired document")
 
-    def handle_desired(self, payload: bytes) -> None:
+    def handle_desired(self, payload: bytes, attempt: int = 0) -> None:
         try:
             doc = Desired.verify(payload, self.config.fleet_key)
         except ProtocolError as exc:
@@ -174,7 +176,7 @@ class DeviceAgent:
         if active is not None and (active.info.name, active.info.version) == (doc.model, doc.version):
             self._applied(doc, active)
         else:
-            self._install(doc)
+            self._install(doc, payload, attempt)
         self._update_shadow(doc)
 
     def _update_shadow(self, doc: Desired) -> None:
@@ -183,7 +185,17 @@ class DeviceAgent:
         if self.shadow.reported() != before:
             self.publish_reported()
 
-    def _install(self, doc: Desired) -> None:
+    def _retry_later(self, payload: bytes, attempt: int) -> None:
+        """Hand an install that crashed unexpectedly back to the installer thread after a backoff;
+        a newer desired document queued meanwhile wins over it (the install loop keeps the newest)."""
+        if attempt >= INTERNAL_RETRIES or self._stop.is_set():
+            return
+        timer = threading.Timer(min(2.0 ** attempt, 30.0), self._desired.put,
+                                args=({"payload": payload, "attempt": attempt + 1},))
+        timer.daemon = True
+        timer.start()
+
+    def _install(self, doc: Desired, payload: bytes = b"", attempt: int = 0) -> None:
         target = {"model": doc.model, "version": doc.version, "seq": doc.seq}
         self.status, self.error = "installing", None
         self._event("install_started", **target)
@@ -204,6 +216,8 @@ class DeviceAgent:
             self.status, self.error = ("active" if self.holder.model else "idle"), f"internal_error: {exc}"
             self._event("install_failed", reason="internal_error", detail=str(exc), **target)
             self.publish_reported()
+            if payload:
+                self._retry_later(payload, attempt)
             return
         self.store.activate(installed.directory)
         self.holder.swap(installed.model)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeml.manifest import SAMPLES_NAME
-from edgeml.samples import read_samples, sample_inputs
+from edgeml.samples import load_npz, read_samples, sample_inputs
 
 from ..server.holder import ModelHolder
 from ..selection import Preference
@@ -125,8 +125,7 @@ def load_traffic(path: Path) -> dict[str, np.ndarray]:
     from edgeml.errors import UsageError
 
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = sample_inputs({k: f[k] for k in f.files})
+        arrays = sample_inputs(load_npz(path))
     except (OSError, ValueError) as exc:
         raise UsageError(f"--traffic {path}: not a readable .npz file ({exc})") from None
     if not arrays or len({len(a) for a in arrays.values()}) != 1 or any(a.ndim == 0 for a in arrays.values()):
