@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
-from edgeml.errors import UsageError
+from edgeml.errors import UsageError, ValidationFailed
 from edgeml.schema import parse_input_spec
 from edgeml.table import human_size, print_table
+from edgeml.task_metrics import DETECTION_LAYOUTS
 
+from .bounds import help_text
 from .exporters import format_names
 from .options import CalibrationMethod, ConvertOptions, Precision, QuantMode, QuantOptions, Task, ToleranceOverride
 
@@ -41,7 +43,7 @@ def _list_formats(ctx: click.Context, param: click.Parameter, value: bool) -> bo
     ctx.exit(0)
 
 
-@click.command("convert")
+@click.command("convert", epilog=help_text())
 @click.argument("source")
 @click.option("--list-formats", is_flag=True, is_eager=True, expose_value=False, callback=_list_formats,
               help="Print which source kinds convert to which format and precision (with --json: as JSON), and exit.")
@@ -56,7 +58,9 @@ def _list_formats(ctx: click.Context, param: click.Parameter, value: bool) -> bo
 @click.option("--sign-key", type=click.Path(path_type=Path), help="ed25519 private key (edgeml keys generate).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:DTYPE:SHAPE", help="Input spec, e.g. input:float32:?x1x8x8 (? = dynamic). Repeatable.")
 @click.option("--weights", type=click.Path(path_type=Path), help="state_dict file for a package.module:factory SOURCE.")
-@click.option("--task", type=click.Choice([t.value for t in Task]), help="Model task [default: inferred].")
+@click.option("--task", type=click.Choice([t.value for t in Task]), help="Model task: picks the validation bound below [default: inferred; see README 'Validation bounds'].")
+@click.option("--detection-layout", type=click.Choice(DETECTION_LAYOUTS), default="auto", show_default=True,
+              help="--task detection: one output holding boxes (cx, cy, w, h) and class scores, channels-first [batch, 4+C, N] or channels-last [batch, N, 4+C]; auto: the smaller axis holds 4+C.")
 @click.option("--labels", help="Class labels, comma-separated (PyTorch/ONNX classifiers).")
 @click.option("--quantization", type=click.Choice([m.value for m in QuantMode]), default="auto", show_default=True, help="int8: static (Conv graphs, calibrated) or dynamic (MatMul graphs).")
 @click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="minmax", show_default=True)
@@ -65,8 +69,12 @@ def _list_formats(ctx: click.Context, param: click.Parameter, value: bool) -> bo
 @click.option("--rtol", type=float, help="Override the relative tolerance (times max |source output|).")
 @click.option("--min-agreement", type=float, help="Override the minimum top-1 agreement with the source.")
 @click.option("--max-metric-drop", type=float, help="Override the allowed drop of accuracy / R^2.")
+@click.option("--max-rel-error", type=float, help="Override the allowed max|error| / output scale (every task).")
+@click.option("--min-cosine", type=float, help="Override the required mean cosine similarity (embeddings).")
+@click.option("--min-box-iou", type=float, help="Override the required mean box IoU (detection).")
 @click.option("--max-accuracy-drop", type=float, help="OpenVINO int8: NNCF accuracy-controlled quantization keeping accuracy within this absolute drop (needs labels in the validation data).")
-@click.option("--allow-degraded", is_flag=True, help="Keep artifacts that fail validation (marked failed in the manifest).")
+@click.option("--allow-degraded", is_flag=True, help="Keep artifacts that fail validation in the bundle (marked failed; never selected by a device).")
+@click.option("--strict", is_flag=True, help="All or nothing: write no bundle when any target fails (default: ship the passing ones, list the failed).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset for exported graphs.")
 @click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_list_formats, help="Print the result as JSON.")
@@ -75,12 +83,15 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
             inputs: tuple[str, ...], weights: Path | None, task: str | None, labels: str | None,
             quantization: str, calibration_method: str, per_channel: bool, atol: float | None,
             rtol: float | None, min_agreement: float | None, max_metric_drop: float | None,
-            max_accuracy_drop: float | None, allow_degraded: bool, force: bool, opset: int, as_json: bool) -> None:
+            max_accuracy_drop: float | None, allow_degraded: bool, force: bool, opset: int, as_json: bool,
+            detection_layout: str = "auto", max_rel_error: float | None = None, min_cosine: float | None = None,
+            min_box_iou: float | None = None, strict: bool = False) -> None:
     """Convert SOURCE (PyTorch, scikit-learn, Keras/SavedModel or ONNX) into a validated, signed, versioned bundle.
 
-    Every artifact is run on the backend a device will use and compared with the source model;
-    nothing is written unless all pass (or --allow-degraded). Pickled scikit-learn files execute
-    code when loaded: convert only files you trust.
+    Every artifact is run on the backend a device will use and compared with the source model
+    against its task's bound (table below). The bundle holds every passing artifact; a failing target
+    ships no file, is listed in the manifest with its reason, and the exit status is 1 (--strict:
+    nothing is written). Pickled scikit-learn files execute code when loaded: convert only files you trust.
     """
     from .pipeline import convert as run_convert
 
@@ -93,23 +104,47 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
         inputs=[parse_input_spec(i) for i in inputs], weights=weights,
         task=Task(task) if task else None, labels=labels.split(",") if labels else None, target=target,
         quant=QuantOptions(QuantMode(quantization), CalibrationMethod(calibration_method), per_channel),
-        tolerance=ToleranceOverride(atol, rtol, min_agreement, max_metric_drop),
-        allow_degraded=allow_degraded, force=force, opset=opset, max_accuracy_drop=max_accuracy_drop,
+        tolerance=ToleranceOverride(atol, rtol, min_agreement, max_metric_drop, max_rel_error, min_cosine, min_box_iou),
+        allow_degraded=allow_degraded, strict=strict, detection_layout=detection_layout, force=force, opset=opset,
+        max_accuracy_drop=max_accuracy_drop,
     )
     result = _with_progress(run_convert, options, quiet=as_json)
     if as_json:
         click.echo(json.dumps(_summary(result), indent=2))
-        return
+    else:
+        _print_result(result, signed=sign_key is not None)
+    if result.failed:
+        raise ValidationFailed(_incomplete(result), report=result.failed)
+
+
+def _print_result(result, signed: bool) -> None:
     rows = []
     for r in result.results:
         e, v = r.entry, r.report
         note = "int8 slower than fp32" if e.details.get("slower_than_fp32") else ""
-        rows.append([e.format, e.precision, human_size(e.size), v.max_abs_error, v.top1_agreement,
-                     v.metric_delta, e.latency.get("median_ms"), "pass" if v.passed else "FAIL", note])
-    print_table(f"{result.manifest.name} {result.manifest.version} -> {result.bundle}",
-                ["format", "precision", "size", "max err", "agreement", "metric Δ", "latency ms", "validation", "note"], rows)
-    signed = "signed" if sign_key else "unsigned (pass --sign-key to sign)"
-    click.echo(f"bundle written: {result.bundle} ({signed})")
+        rows.append([e.format, e.precision, human_size(e.size), v.max_abs_error, v.relative_error, _task_figure(v),
+                     v.top1_agreement, v.metric_delta, e.latency.get("median_ms"), "pass" if v.passed else "FAIL (kept)", note])
+    for f in result.failed:
+        rows.append([f.format, f.precision, "-", f.validation.get("max_abs_error"), f.validation.get("relative_error"),
+                     None, f.validation.get("top1_agreement"), f.validation.get("metric_delta"), None,
+                     f"FAIL ({f.stage}, not shipped)", f.reason[:160]])
+    print_table(f"{result.manifest.name} {result.manifest.version} ({result.manifest.task}) -> {result.bundle}",
+                ["format", "precision", "size", "max err", "rel err", "cos/IoU", "agreement", "metric Δ", "latency ms",
+                 "validation", "note"], rows)
+    how = "signed" if signed else "unsigned (pass --sign-key to sign)"
+    click.echo(f"bundle written: {result.bundle} ({how})")
+
+
+def _task_figure(report) -> float | None:
+    """The task's own closeness figure: mean cosine (embeddings) or box IoU (detection)."""
+    return report.cosine_mean if report.cosine_mean is not None else report.box_iou
+
+
+def _incomplete(result) -> str:
+    total = len(result.results) + len(result.failed)
+    keys = ", ".join(f"{f.key} ({f.reason[:200]})" for f in result.failed)
+    return (f"{len(result.failed)} of {total} requested targets failed and were not shipped: {keys}; "
+            f"the bundle {result.bundle} holds the {len(result.results)} that passed (--strict writes nothing instead)")
 
 
 def _name_and_version(source: str, name: str | None, version: str | None) -> tuple[str, str]:
@@ -147,7 +182,12 @@ def _summary(result) -> dict:
             {"format": r.entry.format, "precision": r.entry.precision, "size": r.entry.size,
              "max_abs_error": r.report.max_abs_error, "top1_agreement": r.report.top1_agreement,
              "metric_delta": r.report.metric_delta, "latency_ms": r.entry.latency.get("median_ms"),
-             "passed": r.report.passed, "slower_than_fp32": bool(r.entry.details.get("slower_than_fp32"))}
+             "relative_error": r.report.relative_error, "cosine_mean": r.report.cosine_mean,
+             "box_iou": r.report.box_iou, "passed": r.report.passed,
+             "slower_than_fp32": bool(r.entry.details.get("slower_than_fp32"))}
             for r in result.results
         ],
+        "task": result.manifest.task,
+        "failed": [f.to_dict() for f in result.failed],
+        "complete": result.complete,
     }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
 from edgeml.compare import Tolerance
 from edgeml.schema import TensorSpec
+from edgeml.task_metrics import AUTO_LAYOUT
 
 
 class Precision(str, Enum):
@@ -31,15 +32,10 @@ class CalibrationMethod(str, Enum):
 class Task(str, Enum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+    EMBEDDING = "embedding"
+    DETECTION = "detection"
     CLUSTERING = "clustering"
     OTHER = "other"
-
-
-DEFAULT_TOLERANCES: dict[Precision, Tolerance] = {
-    Precision.FP32: Tolerance(atol=1e-4, rtol=1e-3, min_agreement=0.99, max_metric_drop=0.005),
-    Precision.FP16: Tolerance(atol=1e-3, rtol=2e-2, min_agreement=0.98, max_metric_drop=0.01),
-    Precision.INT8: Tolerance(atol=None, rtol=0.0, min_agreement=0.95, max_metric_drop=0.02),
-}
 
 
 @dataclass(frozen=True)
@@ -49,13 +45,15 @@ class ToleranceOverride:
     min_agreement: float | None = None
     max_metric_drop: float | None = None
 
+    max_rel_error: float | None = None
+    min_cosine: float | None = None  # the mean cosine bound (embeddings)
+    min_box_iou: float | None = None
+
     def apply(self, base: Tolerance) -> Tolerance:
-        return Tolerance(
-            atol=self.atol if self.atol is not None else base.atol,
-            rtol=self.rtol if self.rtol is not None else base.rtol,
-            min_agreement=self.min_agreement if self.min_agreement is not None else base.min_agreement,
-            max_metric_drop=self.max_metric_drop if self.max_metric_drop is not None else base.max_metric_drop,
-        )
+        given = {"atol": self.atol, "rtol": self.rtol, "min_agreement": self.min_agreement,
+                 "max_metric_drop": self.max_metric_drop, "max_rel_error": self.max_rel_error,
+                 "min_cosine_mean": self.min_cosine, "min_box_iou": self.min_box_iou}
+        return replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -83,11 +81,25 @@ class ConvertOptions:
     target: str | None = None  # label column/key in calibration and validation files
     quant: QuantOptions = field(default_factory=QuantOptions)
     tolerance: ToleranceOverride = field(default_factory=ToleranceOverride)
-    allow_degraded: bool = False
+    allow_degraded: bool = False  # keep failing artifacts in the bundle, marked failed (never selected)
+    strict: bool = False  # all-or-nothing: any failing target writes nothing
+    detection_layout: str = AUTO_LAYOUT  # detection outputs: channels-first [b, 4+C, N] or channels-last [b, N, 4+C]
     force: bool = False
     opset: int = 17
     latency_runs: int = 50
     max_accuracy_drop: float | None = None  # OpenVINO int8: NNCF accuracy-controlled quantization (needs labels)
 
-    def tolerance_for(self, precision: Precision) -> Tolerance:
-        return self.tolerance.apply(DEFAULT_TOLERANCES[precision])
+    def tolerance_for(self, precision: Precision, task: Task = Task.OTHER) -> Tolerance:
+        """The task's default bound at this precision (convert/bounds.py), with the command line's overrides."""
+        from .bounds import default_bound
+
+        return self.tolerance.apply(default_bound(task, precision))
+
+
+def __getattr__(name: str):
+    """DEFAULT_TOLERANCES (per precision) is the `other` task's row of convert/bounds.py, kept for callers."""
+    if name == "DEFAULT_TOLERANCES":
+        from .bounds import default_bound
+
+        return {p: default_bound(Task.OTHER, p) for p in Precision}
+    raise AttributeError(name)

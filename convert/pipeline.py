@@ -1,11 +1,16 @@
 """`edgeml convert` end to end: load the source, export every (format, precision), validate each
-artifact on the backend that will run it, and commit a signed bundle atomically."""
+artifact on the backend that will run it against its task's bound, and commit a signed bundle atomically.
+
+Partial bundles: a target that fails (export error, converter crash, missed bound) is listed in the
+manifest's `failed` with its reason and ships no file; the bundle holds every passing artifact. With
+`strict`, any failing target writes nothing. With no passing artifact nothing is written either.
+"""
 
 from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -15,20 +20,20 @@ import numpy as np
 from edgeml import signing
 from edgeml.bundle import BundleBuilder
 from edgeml.errors import DataError, UsageError, ValidationFailed
-from edgeml.manifest import SAMPLES_NAME, ArtifactEntry, Manifest
+from edgeml.manifest import SAMPLES_NAME, FailedTarget, Manifest
 from edgeml.samples import write_samples
-from edgeml.schema import Schema, TensorSpec
-from edgeml.runtime.backends import BackendOptions, get_backend
 
 from . import compat
 from .data import Dataset, load_dataset, synthetic_dataset
-from .execution import batch_size, measure_latency, run_all
+from .execution import run_all
 from .exporters import ExportContext, get_exporter
 from .options import ConvertOptions
 from .reference import reference_statistics
 from .sources import load_source
 from .sources.base import SourceModel
-from .validate import TaskInfo, ValidationReport, validate
+from .sources.tasks import refine_task
+from .targets import ArtifactResult, run_target
+from .validate import TaskInfo
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 GOLDEN_SAMPLES = 16
@@ -36,16 +41,16 @@ HOLDOUT_FRACTION = 0.2
 
 
 @dataclass
-class ArtifactResult:
-    entry: ArtifactEntry
-    report: ValidationReport
-
-
-@dataclass
 class ConversionResult:
     bundle: Path
     manifest: Manifest
-    results: list[ArtifactResult]
+    results: list[ArtifactResult]  # artifacts in the bundle (failing ones only with --allow-degraded)
+    failed: list[FailedTarget] = field(default_factory=list)  # requested targets not shipped
+
+    @property
+    def complete(self) -> bool:
+        """Every requested target is in the bundle and passed."""
+        return not self.failed and all(r.report.passed for r in self.results)
 
 
 Step = Callable[[str], None]
@@ -60,31 +65,23 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
     source = load_source(options)
     compat.refuse_unfit(source, options.formats, options.precisions)
     calibration, validation = _datasets(options, source)
-    info = TaskInfo(source.task, source.label_output, source.score_output, source.labels)
     step("running the source model on the validation data")
     reference = run_all(source.reference, validation.feeds, source.schema)
+    _decide_task(source, options, reference)
+    info = TaskInfo(source.task, source.label_output, source.score_output, source.labels, options.detection_layout)
     results: list[ArtifactResult] = []
+    failed: list[FailedTarget] = []
     with tempfile.TemporaryDirectory(prefix="edgeml-convert-") as scratch, BundleBuilder(options.out, force=options.force) as builder:
         ctx = ExportContext(source, options, calibration, builder.root, validation, Path(scratch))
         for exp in exporters:
             for precision in options.precisions:
-                step(f"exporting {exp.format}/{precision.value}")
-                artifact = exp.export(ctx, precision)
-                step(f"validating {exp.format}/{precision.value} on {exp.backend}")
-                session = get_backend(exp.backend).load(builder.root / artifact.path, BackendOptions(threads=1, precision=precision.value))
-                schema = _artifact_schema(source.schema, artifact.details)
-                actual = run_all(session.run, validation.feeds, schema)
-                report = validate(reference, actual, source.comparable_outputs, info,
-                                  options.tolerance_for(precision), validation.labels, validation.source)
-                sample = _latency_sample(validation.feeds, batch_size(schema) or 1)
-                latency = measure_latency(session.run, sample, runs=options.latency_runs)
-                entry = ArtifactEntry(exp.format, precision.value, exp.backend, artifact.path,
-                                      builder.entries_under(artifact.files_root), report.to_dict(), latency, artifact.details)
-                results.append(ArtifactResult(entry, report))
+                outcome = run_target(exp, precision, ctx, builder, reference, info, step)
+                (failed if isinstance(outcome, FailedTarget) else results).append(outcome)
         _flag_slow_int8(results)
-        failed = [r for r in results if not r.report.passed]
-        if failed and not options.allow_degraded:
-            raise ValidationFailed(_failure_message(failed), report=failed)
+        if failed and options.strict:
+            raise ValidationFailed(_failure_message(failed, strict=True), report=failed)
+        if not results:
+            raise ValidationFailed(_failure_message(failed, strict=False), report=failed)
         step("writing bundle")
         _write_samples(builder.root / SAMPLES_NAME, validation, reference, source)
         stats_data = calibration or validation
@@ -96,10 +93,19 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
             inputs=source.schema.inputs, outputs=source.schema.outputs, labels=source.labels,
             artifacts=[r.entry for r in results], samples=builder.file_entry(SAMPLES_NAME),
             reference=reference_statistics(source.schema, stats_data.feeds, stats_outputs, info, stats_data.source),
-            metrics=source.metrics,
+            metrics=source.metrics, failed=failed,
         )
         bundle = builder.commit(manifest, sign_key)
-    return ConversionResult(bundle, manifest, results)
+    return ConversionResult(bundle, manifest, results, failed)
+
+
+def _decide_task(source: SourceModel, options: ConvertOptions, reference: dict) -> None:
+    """Settle an inferred task on the source's outputs (convert/sources/tasks.py); record the rule."""
+    task, score, rule = refine_task(source.kind, source.task, source.score_output, options.task, reference, source.labels)
+    source.task, source.score_output = task, score
+    source.details["task_rule"] = rule
+    if task.value == "detection":
+        source.details["detection_layout"] = options.detection_layout
 
 
 def _check_names(options: ConvertOptions) -> None:
@@ -114,20 +120,6 @@ def _source_kind_hint(source: str) -> str:
     from .sources import loaders
 
     return next((l.name for l in loaders() if l.matches(source)), "unknown")
-
-
-def _latency_sample(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    """One sample (dynamic batch), or the artifact's fixed batch made by repeating the first sample."""
-    return {k: np.repeat(v[:1], batch, axis=0) for k, v in feeds.items()}
-
-
-def _artifact_schema(schema: Schema, details: dict) -> Schema:
-    """The source schema, with the batch axis pinned when the artifact records a fixed batch."""
-    fixed = details.get("fixed_batch")
-    if not fixed:
-        return schema
-    inputs = [TensorSpec(s.name, s.dtype, [fixed, *s.shape[1:]], s.feature_names) for s in schema.inputs]
-    return Schema(inputs=inputs, outputs=schema.outputs)
 
 
 def _datasets(options: ConvertOptions, source: SourceModel) -> tuple[Dataset | None, Dataset]:
@@ -163,9 +155,11 @@ def _flag_slow_int8(results: list[ArtifactResult]) -> None:
             r.entry.details["slower_than_fp32"] = True
 
 
-def _failure_message(failed: list[ArtifactResult]) -> str:
-    parts = [f"{r.entry.key}: {'; '.join(r.report.failures)}" for r in failed]
-    return "validation failed — " + " | ".join(parts) + " (loosen with --atol/--min-agreement/--max-metric-drop, or keep them with --allow-degraded)"
+def _failure_message(failed: list[FailedTarget], strict: bool) -> str:
+    parts = [f"{f.key}: {f.reason}" for f in failed]
+    why = "--strict: nothing written" if strict else "no target passed, nothing written"
+    return (f"validation failed for {len(failed)} target(s) ({why}) — " + " | ".join(parts)
+            + " (loosen with --atol/--max-rel-error/--min-agreement/--max-metric-drop, or keep them with --allow-degraded)")
 
 
 def _write_samples(path: Path, validation: Dataset, reference: dict[str, np.ndarray], source: SourceModel) -> None:

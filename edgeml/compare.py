@@ -21,24 +21,36 @@ Outputs = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Tolerance:
-    """What an artifact must meet against the source model on the validation data.
+    """What an artifact must meet against the source model on the validation data (its task's bound).
 
     Values pass when max|artifact - source| <= atol + rtol * max|source| (per output); `atol=None`
-    means values are reported but not enforced (int8: judged by agreement and metric instead).
+    means absolute values are not enforced (int8). Every float output also has a relative bound
+    (edgeml.task_metrics: max error and normalized RMSE over the output's scale); embeddings a cosine
+    bound, detectors a box IoU and score agreement bound. None: not part of this task's bound.
     """
 
     atol: float | None
     rtol: float
     min_agreement: float  # top-1 / label agreement with the source, classifiers and clustering
     max_metric_drop: float  # accuracy (classification) or R^2 (regression) lost against the source
+    max_rel_error: float | None = None  # max|err| / scale, every float output
+    max_nrmse: float | None = None  # rmse / scale, every float output
+    min_cosine_mean: float | None = None  # embeddings: mean cosine over vectors
+    min_cosine_min: float | None = None  # embeddings: worst vector
+    min_box_iou: float | None = None  # detection: mean IoU of the top-scored anchors' boxes
+    min_score_agreement: float | None = None  # detection: same class and close score on those anchors
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Tolerance":
         """The tolerance a manifest's validation report records (missing keys: not enforced / defaults)."""
         atol = data.get("atol")
+        optional = {k: (None if data.get(k) is None else float(data[k])) for k in _OPTIONAL_BOUNDS}
         return cls(atol=None if atol is None else float(atol), rtol=float(data.get("rtol") or 0.0),
                    min_agreement=float(data.get("min_agreement", 0.95)),
-                   max_metric_drop=float(data.get("max_metric_drop", 0.0)))
+                   max_metric_drop=float(data.get("max_metric_drop", 0.0)), **optional)
+
+
+_OPTIONAL_BOUNDS = ("max_rel_error", "max_nrmse", "min_cosine_mean", "min_cosine_min", "min_box_iou", "min_score_agreement")
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,8 @@ def check_golden(expected: Outputs, actual: Outputs, tol: Tolerance, slack: floa
     """Why `actual` fails the golden samples' `expected` outputs, or None when it matches.
 
     Enforced float outputs within `slack` times the tolerance (another CPU than the converting one);
-    otherwise predictions must agree up to `allowed_mismatches`.
+    otherwise (int8) the relative bound with `slack`, the cosine bound for embeddings (1 - cosine times
+    `slack`), and predictions must agree up to `allowed_mismatches`.
     """
     for name, ref in expected.items():
         if actual.get(name) is None:
@@ -115,12 +128,31 @@ def check_golden(expected: Outputs, actual: Outputs, tol: Tolerance, slack: floa
             if not check.passed:
                 return f"output {name!r}: max abs error {check.max_abs_error:.3g} > {check.allowed:.3g}"
             continue
+        if is_float(ref):
+            failure = _golden_relative(name, ref, got, tol, slack)
+            if failure or tol.min_cosine_mean is not None:
+                return failure  # an embedding's argmax is no prediction
         a, b = classes(ref), classes(got)
         if a is None or b is None:
             continue  # float values not enforced at this precision, and no prediction to compare
         mismatches = int(np.sum(a.astype(str) != b.astype(str)))
         if mismatches > allowed_mismatches(len(a), tol.min_agreement):
             return f"output {name!r}: {mismatches} of {len(a)} golden samples disagree"
+    return None
+
+
+def _golden_relative(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, slack: float) -> str | None:
+    """The relative and cosine bounds (int8), their slack applied to the allowed loss."""
+    from .task_metrics import cosine_rows, relative_errors
+
+    rel, _ = relative_errors(ref, got)
+    if tol.max_rel_error is not None and (rel is None or rel > slack * tol.max_rel_error):
+        return f"output {name!r}: relative error {rel if rel is not None else float('nan'):.3g} > {slack * tol.max_rel_error:.3g}"
+    if tol.min_cosine_mean is not None:
+        mean, _ = cosine_rows(ref, got)
+        floor = 1.0 - slack * (1.0 - tol.min_cosine_mean)
+        if mean is None or mean < floor:
+            return f"output {name!r}: mean cosine {mean if mean is not None else float('nan'):.4f} < {floor:.4f}"
     return None
 
 

@@ -107,13 +107,15 @@ def start_fleet(config: DemoConfig, state: DemoState, say: Say) -> None:
 
 
 def start_devices(config: DemoConfig, state: DemoState, say: Say) -> None:
+    from .fleet.provision import provision_device
     from .runtime.agent.simulate import Simulation, SimulationConfig
     from .signing import load_public_key
 
     key = load_public_key(config.root / "keys" / "edgeml.pub")
     sim_config = SimulationConfig(config.devices, state.service.broker_url, config.root / "devices", key, key,
                                   {"demo": "yes"}, "device", config.requests_per_second, config.telemetry_interval,
-                                  traffic=_held_out_inputs(config), backends=[BACKENDS[i % len(BACKENDS)] for i in range(config.devices)])
+                                  traffic=_held_out_inputs(config), backends=[BACKENDS[i % len(BACKENDS)] for i in range(config.devices)],
+                                  broker_login=lambda device_id: provision_device(state.service, device_id)["device_url"])
     state.simulation = Simulation(sim_config).start()
     _wait(lambda: len(_api(state, "GET", "/api/v1/devices")) >= config.devices, 60, "devices to register")
     say(f"{config.devices} simulated devices online (a mixed fleet: each has one of {', '.join(BACKENDS)} and installs that format)")

@@ -39,7 +39,13 @@ def simulate(devices, server, token, broker_url, verify_key, insecure, tags, rps
     from edgeml.runtime.fleet_mode import parse_tags
     from edgeml.signing import load_public_key
 
-    info = client(server, token).get("/api/v1/broker")
+    api = client(server, token)
+    info = api.get("/api/v1/broker")
+    # The embedded broker admits only provisioned devices: give each simulated device fresh credentials.
+    login = None
+    if info.get("provisioned_login") and not broker_url:
+        def login(device_id: str) -> str:
+            return api.post(f"/api/v1/devices/{device_id}/provision")["device_url"]
     fleet_key = None
     if not insecure:
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -48,7 +54,7 @@ def simulate(devices, server, token, broker_url, verify_key, insecure, tags, rps
     bundle_key = load_public_key(verify_key) if verify_key else fleet_key
     sim = Simulation(SimulationConfig(devices, broker_url or info["url"], store, bundle_key, fleet_key, parse_tags(tags),
                                       id_prefix, rps, telemetry_interval,
-                                      traffic=load_traffic(traffic) if traffic else None)).start()
+                                      traffic=load_traffic(traffic) if traffic else None, broker_login=login)).start()
     click.echo(f"{devices} simulated devices on {broker_url or info['url']} (stores under {store}); Ctrl-C stops", err=True)
     try:
         deadline = time.monotonic() + duration if duration else None

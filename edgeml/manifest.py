@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import BundleError, IntegrityError
 from .messages import ArtifactDetails, FileEntry
+from .messages.fields import _load, _object, _req, _str
 from .protocol import ProtocolError
 from .schema import TensorSpec
 
@@ -29,11 +30,42 @@ ArtifactEntry = ArtifactDetails
 
 
 @dataclass
+class FailedTarget:
+    """A requested (format, precision) that is not in the bundle (no file shipped), and why.
+
+    stage: "export" (the exporter or quantizer failed or crashed) or "validation" (the artifact missed
+    its task's bound; `validation` holds its report).
+    """
+
+    format: str
+    precision: str
+    backend: str
+    stage: str
+    reason: str
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.format}/{self.precision}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "precision": self.precision, "backend": self.backend, "stage": self.stage,
+                "reason": self.reason, "validation": self.validation}
+
+    @classmethod
+    def parse(cls, obj: Any, where: str = "failed") -> "FailedTarget":
+        obj = _object(_load(obj, where), where)
+        return cls(_req(obj, "format", where, _str, 32), _req(obj, "precision", where, _str, 32),
+                   _req(obj, "backend", where, _str, 64), _req(obj, "stage", where, _str, 32),
+                   _req(obj, "reason", where, _str, 4000), _object(obj.get("validation") or {}, f"{where}.validation"))
+
+
+@dataclass
 class Manifest:
     name: str
     version: str
     created_at: str
-    task: str  # "classification", "regression", "clustering", "other"
+    task: str  # "classification", "regression", "embedding", "detection", "clustering", "other"
     source: dict[str, Any]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -42,6 +74,7 @@ class Manifest:
     samples: FileEntry | None = None
     reference: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    failed: list[FailedTarget] = field(default_factory=list)  # requested targets not shipped, with reasons
     format_version: int = FORMAT_VERSION
 
     def artifact(self, format: str, precision: str) -> ArtifactEntry:
@@ -70,6 +103,7 @@ class Manifest:
             "samples": self.samples.to_dict() if self.samples else None,
             "reference": self.reference,
             "metrics": self.metrics,
+            "failed": [f.to_dict() for f in self.failed],
         }
 
     def to_json_bytes(self) -> bytes:
@@ -90,6 +124,7 @@ class Manifest:
                 artifacts=[ArtifactDetails.parse(a, f"artifacts[{i}]") for i, a in enumerate(d.get("artifacts") or [])],
                 samples=FileEntry.parse(d["samples"], "samples") if d.get("samples") else None,
                 reference=d.get("reference", {}), metrics=d.get("metrics", {}),
+                failed=[FailedTarget.parse(f, f"failed[{i}]") for i, f in enumerate(d.get("failed") or [])],
                 format_version=version,
             )
         except ProtocolError as exc:

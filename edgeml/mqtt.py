@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 
@@ -24,11 +24,30 @@ class BrokerAddress:
 
     @classmethod
     def parse(cls, url: str) -> "BrokerAddress":
+        """mqtt://[USER:PASSWORD@]HOST:PORT (mqtts:// for TLS); USER and PASSWORD may be %-encoded."""
         u = urlparse(url if "://" in url else f"mqtt://{url}")
-        if u.scheme not in ("mqtt", "mqtts", "tcp") or not u.hostname:
-            raise UsageError(f"broker URL {url!r}: use mqtt://HOST:PORT (or mqtts:// for TLS)")
+        try:
+            port = u.port
+        except ValueError:
+            port = -1
+        if u.scheme not in ("mqtt", "mqtts", "tcp") or not u.hostname or port == -1:
+            raise UsageError(f"broker URL {redact_url(url)!r}: use mqtt://[USER:PASSWORD@]HOST:PORT (or mqtts:// for TLS)")
         tls = u.scheme == "mqtts"
-        return cls(u.hostname, u.port or (8883 if tls else 1883), u.username, u.password, tls)
+        user = unquote(u.username) if u.username is not None else None
+        password = unquote(u.password) if u.password is not None else None
+        return cls(u.hostname, port or (8883 if tls else 1883), user, password, tls)
+
+    def with_credentials(self, username: str, password: str) -> "BrokerAddress":
+        return BrokerAddress(self.host, self.port, username, password, self.tls)
+
+
+def redact_url(url: str) -> str:
+    """A broker URL fit for logs and API answers: the password replaced by ***."""
+    u = urlparse(url if "://" in url else f"mqtt://{url}")
+    if u.password is None:
+        return url
+    host = u.netloc.rsplit("@", 1)[1]
+    return u._replace(netloc=f"{u.username}:***@{host}").geturl()
 
 
 def make_client(address: BrokerAddress, client_id: str, v5: bool, clean: bool = True) -> mqtt.Client:

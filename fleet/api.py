@@ -9,7 +9,6 @@ and devices fetch them with nothing but the desired document (decision recorded 
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from edgeml.errors import EdgeMLError, NotFoundError, UsageError
-from edgeml.protocol import valid_device_id
 
 from .dashboard.routes import dashboard_router
-from .dashboard.session import Unauthorized, presented_token
+from .dashboard.session import Gate, Throttled
 from .provision import provision_device
 from .registry import TOO_LARGE
 from .rollouts.api import rollouts_router
@@ -37,6 +35,7 @@ HTTP_STATUS: dict[str, int] = {
     "integrity": 400,
     "bad_key": 400,
     "unauthorized": 401,
+    "throttled": 429,  # too many failed logins from one client (Retry-After says when to try again)
     "not_found": 404,
     "conflict": 409,
     "exists": 409,
@@ -58,20 +57,18 @@ class AssignRequest(BaseModel):
 
 def create_app(service: FleetService) -> FastAPI:
     app = FastAPI(title="edgeml fleet", version="1", description="Registry, devices, assignments and telemetry of an edgeml fleet.")
-    token = service.config.token
+    gate = Gate(service.config.token)  # bearer token or a dashboard session; throttles wrong tokens
 
     def auth(request: Request) -> None:
-        if token is None:
-            return
-        given = presented_token(request)  # bearer header, or the dashboard's cookie
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized("missing or wrong bearer token; pass --token or EDGEML_FLEET_TOKEN")
+        gate.require(request)
 
     @app.exception_handler(EdgeMLError)
     async def edgeml_error(_request: Request, exc: EdgeMLError) -> JSONResponse:
         status = status_for(exc)
-        return JSONResponse({"error": exc.message}, status_code=status,
-                            headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, Throttled):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse({"error": exc.message}, status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)  # FastAPI's own (unknown route, wrong method)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -91,6 +88,8 @@ def create_app(service: FleetService) -> FastAPI:
     @app.get("/api/v1/broker", dependencies=[Depends(auth)])
     def broker() -> dict[str, Any]:
         return {"url": service.broker_url, "prefix": service.topics.prefix, "mqtt5": bool(service.bus and service.bus.v5),
+                # the embedded broker admits only provisioned devices (POST /api/v1/devices/ID/provision)
+                "provisioned_login": bool(getattr(service, "embedded_auth", False)),
                 "fleet_public_key": Path(service.public_key_path).read_text()}
 
     @app.post("/api/v1/models", status_code=201, dependencies=[Depends(auth)])
@@ -153,9 +152,7 @@ def create_app(service: FleetService) -> FastAPI:
 
     @app.post("/api/v1/devices/{device_id}/provision", dependencies=[Depends(auth)])
     def provision(device_id: str) -> dict[str, Any]:
-        if not valid_device_id(device_id):
-            raise UsageError("device ids use letters, digits, '.', '_' and '-'")
-        return provision_device(service, device_id)
+        return provision_device(service, device_id)  # checks the id (UsageError: 422)
 
     @app.get("/api/v1/versions", dependencies=[Depends(auth)])
     def versions() -> list[dict[str, Any]]:
@@ -169,7 +166,7 @@ def create_app(service: FleetService) -> FastAPI:
     def stats() -> dict[str, Any]:
         return service.ingest_stats()
 
-    app.include_router(dashboard_router(service, auth))
+    app.include_router(dashboard_router(service, gate, auth))
 
     app.include_router(rollouts_router(service.rollouts), dependencies=[Depends(auth)])
     return app

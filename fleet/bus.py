@@ -19,6 +19,7 @@ from .telemetry import IngestCounters
 log = logging.getLogger("edgeml.fleet")
 Handler = Callable[[str, bytes], None]  # device_id, payload
 INGEST_KINDS = ("reported", "status", "telemetry", "events")
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 3.0  # paho's default backoff grows to 120 s: devices' spools would flush into no subscriber
 
 
 class FleetBus:
@@ -43,6 +44,7 @@ class FleetBus:
         self.v5 = probe_v5(self.address)
         client_id = f"edgeml-fleet-{self.session}" if self.session else f"edgeml-fleet-{uuid.uuid4().hex[:8]}"
         client = make_client(self.address, client_id, v5=False, clean=self.session is None)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # back soon after a broker restart
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = lambda *a: self._connected.clear()
@@ -74,6 +76,7 @@ class FleetBus:
         self._connected.set()
 
     def _on_message(self, _client, _u, msg: mqtt.MQTTMessage) -> None:
+        device_id = None
         try:
             device_id, kind = self.topics.parse(msg.topic)
             handler = self.handlers.get(kind)
@@ -82,10 +85,10 @@ class FleetBus:
             handler(device_id, msg.payload)
             self.counters.accept(kind)
         except ProtocolError as exc:
-            self.counters.drop(exc.reason)
+            self.counters.drop(exc.reason, device_id, exc.detail)
             log.debug("dropped message on %s: %s", msg.topic, exc)
         except Exception:  # a bad message must never stop ingest
-            self.counters.drop("handler_error")
+            self.counters.drop("handler_error", device_id)
             log.exception("error handling a message on %s", msg.topic)
 
     def _filter(self, kind: str, shared: bool | None = None) -> str:

@@ -38,17 +38,33 @@ def fleet() -> None:
 @click.option("--prefix", default="edgeml", show_default=True, help="MQTT topic prefix.")
 @click.option("--ingest-workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes ingesting telemetry (>1 needs a broker with shared subscriptions: Mosquitto, EMQX).")
+@click.option("--desired-validity", type=click.FloatRange(min=2.0), default=24 * 3600.0, show_default=True,
+              help="Seconds a signed desired document stays valid; the fleet re-signs it at half-life (devices refuse expired ones).")
+@click.option("--insecure-broker", is_flag=True,
+              help="Embedded broker without device authentication or topic ACLs (local experiments only).")
 def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, token, sign_key, verify_key, prefix,
-          ingest_workers) -> None:
-    """Run the registry, artifact store, MQTT ingest and REST API (and an embedded broker without --broker)."""
+          ingest_workers, desired_validity, insecure_broker) -> None:
+    """Run the registry, artifact store, MQTT ingest and REST API (and an embedded broker without --broker).
+
+    The embedded broker admits only the fleet and devices provisioned with `edgeml fleet provision`.
+    """
     from .server import run_fleet
     from .service import FleetConfig
 
+    if token is not None and not token.strip():
+        raise UsageError("--token is empty (or EDGEML_FLEET_TOKEN is set to an empty string): give a real token, "
+                         "or leave it unset to run an open API on purpose")
     if token is None:
         click.echo("warning: no --token: the API is open to anyone who can reach it", err=True)
+    if insecure_broker and broker_url:
+        raise UsageError("--insecure-broker applies to the embedded broker only; configure --broker's own authentication")
+    if insecure_broker:
+        click.echo("warning: --insecure-broker: the embedded MQTT broker accepts anonymous clients, and any of them "
+                   "can read and forge every device's messages", err=True)
     run_fleet(FleetConfig(data_dir=data_dir, db_url=db_url, broker_url=broker_url, mqtt_port=mqtt_port, http_host=host,
                           http_port=http_port, public_url=public_url, token=token, sign_key=sign_key,
-                          verify_key=verify_key, prefix=prefix, ingest_workers=ingest_workers))
+                          verify_key=verify_key, prefix=prefix, ingest_workers=ingest_workers,
+                          insecure_broker=insecure_broker, extra={"desired_validity_s": desired_validity}))
 
 
 @fleet.command("push")
@@ -126,16 +142,27 @@ def assign(args: tuple[str, ...], selector: tuple[str, ...], server: str, token:
 @token_option
 @click.option("--json", "as_json", is_flag=True)
 def provision(device: str, server: str, token: str | None, as_json: bool) -> None:
-    """Create MQTT credentials for DEVICE and print its Mosquitto password-file and ACL entries."""
+    """Create MQTT credentials for DEVICE (replacing earlier ones) and print the Mosquitto configuration.
+
+    The embedded broker uses them at once; for Mosquitto, the output holds the password_file line, the
+    acl_file lines of the device and of the fleet's user, and the mosquitto.conf lines that enable them.
+    """
     result = _client(server, token).post(f"/api/v1/devices/{device}/provision")
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"device {device}: username {result['username']} password {result['password']}")
-    click.echo("# append to mosquitto's password_file:")
+    if result.get("device_url"):
+        click.echo(f"# on the device: edgeml serve --fleet {result['device_url']} --device-id {device} ...")
+    click.echo("# Mosquitto only (the embedded broker needs nothing more).")
+    click.echo("# mosquitto.conf (once):")
+    click.echo("\n".join(result["mosquitto_conf"]))
+    click.echo("# append to the password_file:")
     click.echo(result["password_file_line"])
-    click.echo("# append to mosquitto's acl_file:")
+    click.echo("# append to the acl_file (the fleet's user once, give it a password with mosquitto_passwd):")
     click.echo("\n".join(result["acl"]))
+    click.echo("")
+    click.echo("\n".join(result["fleet_acl"]))
 
 
 fleet.add_command(rollout)

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event)
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, create_engine, event, text, type_coerce)
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.sql.elements import ColumnElement
+
+log = logging.getLogger("edgeml.fleet")
 
 metadata = MetaData()
 
@@ -57,8 +65,10 @@ telemetry = Table(
     Column("version", String(64)),
     Column("received_at", Float, nullable=False, index=True),
     Column("seq", BigInteger),
-    Column("payload", Text, nullable=False),  # the message as received (validated JSON): never re-encoded
+    Column("payload", Text, nullable=False),  # the message's canonical JSON (Telemetry.to_json)
 )
+# Each (device, seq) is stored once: QoS 1 redeliveries and device resends are ignored on insert.
+TELEMETRY_UNIQUE = Index("uq_telemetry_device_seq", telemetry.c.device_id, telemetry.c.seq, unique=True)
 
 events = Table(
     "events", metadata,
@@ -88,4 +98,43 @@ def connect(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
+    _ensure_unique_telemetry(engine)
     return engine
+
+
+def _ensure_unique_telemetry(engine: Engine) -> None:
+    """Add the (device_id, seq) unique index to a database made by an older version, dropping the
+    duplicate rows it may hold first (the oldest copy of each is kept)."""
+    try:
+        TELEMETRY_UNIQUE.create(engine, checkfirst=True)
+        return
+    except (IntegrityError, OperationalError, ProgrammingError):
+        pass
+    with engine.begin() as conn:
+        removed = conn.execute(text(f"DELETE FROM {telemetry.name} WHERE id NOT IN "
+                                    f"(SELECT MIN(id) FROM {telemetry.name} GROUP BY device_id, seq)")).rowcount
+    log.warning("removed %s duplicate telemetry rows (same device and seq) to add the unique index", removed)
+    TELEMETRY_UNIQUE.create(engine, checkfirst=True)
+
+
+# -- reading rows that may not be what this version writes -------------------------------------------
+# Read paths must survive rows written by an older version or by hand: JSON columns are read as text
+# (a JSON column that does not decode would raise inside SQLAlchemy) and decoded here, None when bad.
+def as_text(column: Any) -> ColumnElement[Any]:
+    """A JSON column selected as its raw text, labelled with its own name."""
+    return type_coerce(column, Text).label(column.name)
+
+
+def lenient_columns(table: Table) -> list[Any]:
+    """Every column of `table`, JSON ones as raw text (decode them with `load_json`)."""
+    return [as_text(c) if isinstance(c.type, JSON) else c for c in table.columns]
+
+
+def load_json(value: Any) -> Any:
+    """A JSON column's stored text decoded (values already decoded pass through); None when it does not parse."""
+    if value is None or not isinstance(value, (str, bytes)):
+        return value
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None

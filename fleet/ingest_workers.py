@@ -14,7 +14,6 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 from sqlalchemy import select
@@ -25,7 +24,8 @@ from edgeml.messages import Event, Telemetry
 from edgeml.protocol import ProtocolError, Topics
 
 from . import db
-from .telemetry import IngestCounters, TelemetryIngest
+from .telemetry import IngestCounters, TelemetryIngest, merge_snapshots
+from .telemetry_acks import TelemetryAcks
 
 REPORT_S = 1.0
 
@@ -71,19 +71,30 @@ def _worker(index: int, db_url: str, broker_url: str, prefix: str, session: str,
     from .bus import FleetBus
 
     engine = db.connect(db_url)
-    counters, known = IngestCounters(), KnownDevices(engine)
-    ingest = TelemetryIngest(engine, on_dropped=counters.drop)
+    counters, known, topics = IngestCounters(), KnownDevices(engine), Topics(prefix)
+    holder: list[Any] = []  # the bus, once made: acks are published on this worker's own MQTT client
+
+    def publish(topic: str, payload: bytes, retain: bool) -> None:
+        holder[0].publish(topic, payload, retain)
+
+    acks = TelemetryAcks(publish, topics)
+    ingest = TelemetryIngest(engine, on_dropped=counters.drop, acks=acks)
     bus = FleetBus(broker_url, Topics(prefix), {"telemetry": telemetry_handler(known, ingest),
                                                 "events": lambda d, p: store_event(engine, d, p)}, counters,
                    session=None, split=True, group=f"edgeml-fleet-{session}")
+    holder.append(bus)
     bus.start()
+
+    def report() -> None:
+        reports.put((index, counters.snapshot(), ingest.stored, ingest.duplicates, acks.published))
+
     try:
         while not stop.wait(REPORT_S):
-            reports.put((index, counters.snapshot(), ingest.stored))
+            report()
     finally:
+        ingest.close()  # drains the queue and sends its acks while the client is still connected
         bus.stop()
-        ingest.close()
-        reports.put((index, counters.snapshot(), ingest.stored))
+        report()
 
 
 class IngestWorkers:
@@ -93,7 +104,7 @@ class IngestWorkers:
         self._reports, self._stop = ctx.Queue(), ctx.Event()
         self._procs = [ctx.Process(target=_worker, args=(i, db_url, broker_url, prefix, session, self._reports, self._stop),
                                    name=f"edgeml-ingest-{i}", daemon=True) for i in range(count)]
-        self._latest: dict[int, tuple[dict[str, Any], int]] = {}
+        self._latest: dict[int, tuple[dict[str, Any], int, int, int]] = {}
         self._collector = threading.Thread(target=self._collect, name="ingest-worker-reports", daemon=True)
 
     def start(self) -> "IngestWorkers":
@@ -105,20 +116,18 @@ class IngestWorkers:
     def _collect(self) -> None:
         while True:
             try:
-                index, snapshot, stored = self._reports.get(timeout=0.5)
+                index, *latest = self._reports.get(timeout=0.5)
             except queue.Empty:
                 if self._stop.is_set():
                     return
                 continue
-            self._latest[index] = (snapshot, stored)
+            self._latest[index] = tuple(latest)
 
-    def stats(self) -> tuple[Counter, Counter, int]:
-        received, dropped, stored = Counter(), Counter(), 0
-        for snapshot, n in list(self._latest.values()):
-            received.update(snapshot["received"])
-            dropped.update(snapshot["dropped"])
-            stored += n
-        return received, dropped, stored
+    def stats(self) -> tuple[dict[str, Any], int, int, int]:
+        """The workers' merged counters snapshot, telemetry rows stored, duplicates ignored, acks sent."""
+        latest = list(self._latest.values())
+        return (merge_snapshots(s for s, *_ in latest), sum(x[1] for x in latest), sum(x[2] for x in latest),
+                sum(x[3] for x in latest))
 
     def stop(self) -> None:
         self._stop.set()

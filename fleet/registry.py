@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
-from edgeml.bundle import verify_bundle
+from edgeml.bundle import read_manifest, verify_bundle
 from edgeml.errors import BundleError, ConflictError, EdgeMLError, IntegrityError
 from edgeml.hashing import sha256_file
 from edgeml.manifest import MANIFEST_NAME, SIGNATURE_NAME
@@ -50,6 +50,20 @@ class Registry:
             return self.push_dir(root)
 
     def push_dir(self, root: Path) -> Registered:
+        """Register a bundle directory. Only files of this bundle are ever read: every manifest path is
+        checked when the manifest is parsed (relative, normalized, no `..`: `edgeml.messages.FileEntry`),
+        and here, before anything is read, to be a regular file inside `root` with no symlink on its way."""
+        root = Path(root)
+        _inside(root, MANIFEST_NAME)
+        if (root / SIGNATURE_NAME).exists() or (root / SIGNATURE_NAME).is_symlink():
+            _inside(root, SIGNATURE_NAME)
+        try:
+            listed = read_manifest(root)
+        except EdgeMLError as exc:
+            kind = IntegrityError if isinstance(exc, IntegrityError) else BundleError
+            raise kind(f"bundle rejected: {exc.message}") from None
+        for entry in listed.all_files():
+            _inside(root, entry.path)
         if not (root / SIGNATURE_NAME).is_file() and self.verify_key is not None:
             raise IntegrityError("bundle is not signed; this fleet only accepts bundles signed by its key")
         try:
@@ -75,14 +89,34 @@ class Registry:
 
     def list(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(db.models).order_by(db.models.c.name, db.models.c.created_at)).mappings().all()
-        return [_summary(r) for r in rows]
+            rows = conn.execute(select(*db.lenient_columns(db.models))
+                                .order_by(db.models.c.name, db.models.c.created_at)).mappings().all()
+        return [_summary(_model_row(r)) for r in rows]
 
     def get(self, name: str, version: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(db.models).where(db.models.c.name == name, db.models.c.version == version)).mappings().first()
-        return None if row is None else {**_summary(row), "manifest": row["manifest"],
+            row = conn.execute(select(*db.lenient_columns(db.models))
+                               .where(db.models.c.name == name, db.models.c.version == version)).mappings().first()
+        if row is None:
+            return None
+        row = _model_row(row)
+        return {**_summary(row), "manifest": row["manifest"],
                                          "manifest_blob": row["manifest_blob"], "signature_blob": row["signature_blob"]}
+
+
+def _model_row(row: Any) -> dict[str, Any]:
+    """A model_versions row with its manifest decoded; a manifest this version cannot read is {}
+    (the version is listed, with no artifacts and no drift reference, rather than failing the read)."""
+    row = dict(row)
+    manifest = db.load_json(row["manifest"])
+    if not isinstance(manifest, dict) or not all(isinstance(a, dict) for a in manifest.get("artifacts") or []):
+        manifest = {}
+    for key in ("validation", "latency"):
+        for a in manifest.get("artifacts") or []:
+            if not isinstance(a.get(key, {}), dict):
+                a[key] = {}
+    row["manifest"] = manifest
+    return row
 
 
 def _summary(row: Any) -> dict[str, Any]:
@@ -90,12 +124,27 @@ def _summary(row: Any) -> dict[str, Any]:
     return {
         "name": row["name"], "version": row["version"], "created_at": row["created_at"], "task": m.get("task"),
         "signed": row["signature_blob"] is not None,
-        "artifacts": [{"format": a["format"], "precision": a["precision"], "size": a["size"],
+        "artifacts": [{"format": a.get("format"), "precision": a.get("precision"), "size": a.get("size"),
                        "passed": a.get("validation", {}).get("passed"),
                        "latency_ms": a.get("latency", {}).get("median_ms"),
                        "max_abs_error": a.get("validation", {}).get("max_abs_error"),
                        "top1_agreement": a.get("validation", {}).get("top1_agreement")} for a in m.get("artifacts", [])],
     }
+
+
+def _inside(root: Path, relpath: str) -> Path:
+    """root/relpath when no part of it is a symlink and it stays inside root (IntegrityError otherwise).
+
+    A missing file passes here (verify_bundle reports it as missing); the error for a path that leaves
+    the bundle never depends on what exists outside it."""
+    path, base = root, root.resolve()
+    for part in Path(relpath).parts:
+        path = path / part
+        if path.is_symlink():
+            raise IntegrityError(f"bundle rejected: {relpath} is a symbolic link; bundle files must be regular files")
+    if not path.resolve().is_relative_to(base):
+        raise IntegrityError(f"bundle rejected: {relpath} points outside the bundle")
+    return path
 
 
 def _safe_extract(data: bytes, root: Path) -> None:

@@ -15,17 +15,23 @@ from sqlalchemy import select
 from edgeml import signing
 from edgeml.errors import EdgeMLError
 from edgeml.messages import Reported, Status, Telemetry
+from edgeml.mqtt import BrokerAddress, redact_url
 from edgeml.protocol import ProtocolError, Topics
 
 from . import db
 from .broker import EmbeddedBroker
+from .broker_login import start_embedded
 from .bus import FleetBus
 from .devices import DeviceRegistry
+from .provision import FLEET_USERNAME
+from .freshness import DEFAULT_VALIDITY_S, FreshnessKeeper
 from .registry import Registry
 from .rollouts.engine import RolloutEngine
 from .rollouts.repository import RolloutRepository
 from .store import BlobStore
-from .telemetry import IngestCounters, TelemetryIngest, TelemetryReader, aggregate, drift_for, rows_since
+from .telemetry import (SKIPPED, IngestCounters, TelemetryIngest, TelemetryReader, aggregate, drift_for, merge_snapshots,
+                        rows_since)
+from .telemetry_acks import TelemetryAcks
 
 log = logging.getLogger("edgeml.fleet")
 
@@ -45,6 +51,7 @@ class FleetConfig:
     prefix: str = "edgeml"
     window_s: float = 300.0
     ingest_workers: int = 1  # >1: telemetry ingest in that many extra processes (shared subscriptions)
+    insecure_broker: bool = False  # embedded broker without authentication or ACL (never in production)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,8 +71,11 @@ class FleetService:
         self.sign_key_path, self.public_key_path = _fleet_key(config)
         self.devices = DeviceRegistry(self.engine, self.topics, signing.load_private_key(self.sign_key_path),
                                       config.public_url or f"http://{config.http_host}:{config.http_port}")
+        self.devices.validity_s = float(config.extra.get("desired_validity_s") or DEFAULT_VALIDITY_S)
+        self.freshness = FreshnessKeeper(self.engine, self.topics, self.devices.sign_key, self.publish, self.devices.validity_s)
         self.counters = IngestCounters()
-        self.ingest = TelemetryIngest(self.engine, on_dropped=self.counters.drop)
+        self.acks = TelemetryAcks(self.publish, self.topics)  # "stored up to seq N", retained per device
+        self.ingest = TelemetryIngest(self.engine, on_dropped=self.counters.drop, acks=self.acks)
         self.broker: EmbeddedBroker | None = None
         self.bus: FleetBus | None = None
         self._known: set[str] = set()
@@ -75,10 +85,14 @@ class FleetService:
     # -- lifecycle -------------------------------------------------------------------------------
     def start_mqtt(self) -> None:
         url = self.config.broker_url
+        # broker_url is what devices and users see (never a password); url is how this fleet logs in.
+        self.broker_url = url and redact_url(url)
+        self.fleet_mqtt_username = (BrokerAddress.parse(url).username if url else None) or FLEET_USERNAME
+        # True when the embedded broker admits exactly the devices this fleet provisions
+        self.embedded_auth = url is None and not self.config.insecure_broker
         if url is None:
-            self.broker = EmbeddedBroker("127.0.0.1", self.config.mqtt_port).start()
-            url = self.broker.url
-        self.broker_url = url
+            self.broker, url = start_embedded(self)
+            self.broker_url = self.broker.url
         handlers = {"status": self.on_status, "reported": self.on_reported}
         if self.config.ingest_workers <= 1:
             handlers.update(telemetry=self.on_telemetry, events=self.on_event)
@@ -91,8 +105,10 @@ class FleetService:
             self.workers = IngestWorkers(self.config.ingest_workers, self.db_url, url, self.config.prefix,
                                          self.session_name).start()
         self.rollouts.start()
+        self.freshness.start()
 
     def stop(self) -> None:
+        self.freshness.stop()
         self.rollouts.stop()
         if self.workers is not None:
             self.workers.stop()
@@ -111,7 +127,10 @@ class FleetService:
 
     def on_reported(self, device_id: str, payload: bytes) -> None:
         doc = Reported.parse(payload)
-        reissue = self.devices.on_reported(device_id, doc)
+        outcome = self.devices.on_reported(device_id, doc)
+        reissue = outcome.reissue
+        if outcome.refused_seq is not None:
+            self.counters.drop("seq_not_issued", device_id)  # the state is stored, its seq is not adopted
         self._known.add(device_id)
         if reissue is not None and self.bus is not None:
             log.info("device %s applied sequence %s that this fleet did not issue; reissuing %s %s",
@@ -131,20 +150,24 @@ class FleetService:
         store_event(self.engine, device_id, payload)
 
     def ingest_stats(self) -> dict[str, Any]:
+        """Messages received and dropped (by reason, and by reason per device), telemetry rows stored and
+        ignored as duplicates, acks published, and stored rows the read paths skipped as unreadable."""
         snapshot = self.counters.snapshot()
-        stored = self.ingest.stored
+        stored, duplicates, acks = self.ingest.stored, self.ingest.duplicates, self.acks.published
         if self.workers is not None:
-            received, dropped, worker_stored = self.workers.stats()
-            received.update(snapshot["received"])
-            dropped.update(snapshot["dropped"])
-            snapshot, stored = {"received": dict(received), "dropped": dict(dropped)}, stored + worker_stored
-        return {**snapshot, "telemetry_stored": stored, "ingest_workers": max(1, self.config.ingest_workers)}
+            theirs, worker_stored, worker_duplicates, worker_acks = self.workers.stats()
+            snapshot = merge_snapshots([snapshot, theirs])
+            stored, duplicates, acks = stored + worker_stored, duplicates + worker_duplicates, acks + worker_acks
+        return {**snapshot, "telemetry_stored": stored, "telemetry_duplicates": duplicates, "telemetry_acks": acks,
+                "read_skipped": dict(SKIPPED), "ingest_workers": max(1, self.config.ingest_workers)}
 
     # -- queries used by the API ------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
         if self.bus is None:
             raise EdgeMLError("the fleet's MQTT side is not started (FleetService.start_mqtt)")
         self.bus.publish(topic, payload, retain)
+        if retain:
+            self.freshness.record(topic, payload)  # desired documents are re-signed before they expire
 
     def device_detail(self, device_id: str) -> dict[str, Any] | None:
         device = self.devices.get(device_id)
@@ -182,11 +205,11 @@ class FleetService:
                 for (m, v), g in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
 
     def events(self, device_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = select(db.events).order_by(db.events.c.id.desc()).limit(limit)
+        q = select(*db.lenient_columns(db.events)).order_by(db.events.c.id.desc()).limit(limit)
         if device_id:
             q = q.where(db.events.c.device_id == device_id)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+        with self.engine.connect() as conn:  # stored as received by an older version, or by hand: decoded leniently
+            return [{**r, "payload": db.load_json(r["payload"])} for r in (dict(m) for m in conn.execute(q).mappings())]
 
     def _manifest(self, model: str | None, version: str | None) -> dict[str, Any] | None:
         if not model or not version:

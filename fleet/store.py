@@ -20,7 +20,7 @@ class BlobStore:
         if len(digest) != 64 or not set(digest) <= HEX:
             return None
         p = self.root / digest[:2] / digest
-        return p if p.is_file() else None
+        return p if p.is_file() and not p.is_symlink() else None  # only blobs this store wrote
 
     def put_file(self, src: Path, expected: str | None = None) -> str:
         digest = sha256_file(src)

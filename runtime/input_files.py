@@ -63,6 +63,12 @@ def _csv(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is not a readable CSV file: {exc}") from None
     if not header:
         raise DataError(f"{path} is empty; it needs a header row with the feature names")
+    return csv_feeds(header, rows, specs, path)
+
+
+def csv_feeds(header: list[str], rows: list[list[str]], specs: list[TensorSpec], path: Path,
+              first_line: int = 2) -> dict[str, np.ndarray]:
+    """The model's feeds from CSV rows under `header` (`first_line`: the file line of rows[0], for errors)."""
     index = {name: i for i, name in enumerate(header)}
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -74,9 +80,10 @@ def _csv(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
             raise DataError(f"{path.name} lacks column(s) {', '.join(map(repr, missing))} needed by input {spec.name!r}")
         cols = [index[c] for c in columns]
         if spec.dtype == "string":
-            feeds[spec.name] = np.array([[r[i] if i < len(r) else "" for i in cols] for r in rows], dtype=str)
+            feeds[spec.name] = np.array([[r[i] if i < len(r) else "" for i in cols] for r in rows], dtype=str).reshape(len(rows), len(cols))
         else:
-            feeds[spec.name] = np.array([[_number(r, i, header, path, n) for i in cols] for n, r in enumerate(rows, 2)])
+            feeds[spec.name] = np.array([[_number(r, i, header, path, n) for i in cols]
+                                         for n, r in enumerate(rows, first_line)]).reshape(len(rows), len(cols))
     return feeds
 
 

@@ -77,6 +77,9 @@ class Gauge(_Metric):
         with self._lock:
             self._values[self._key(labels)] = value
 
+    def value(self, **labels: str) -> float:
+        return self._values.get(self._key(labels), 0.0)
+
     def replace(self, value: float, **labels: str) -> None:
         """Drop every other label set, then set this one (an info gauge after a model swap)."""
         with self._lock:
@@ -158,7 +161,17 @@ class ServerMetrics:
         self.model_info = r.add(Gauge("edgeml_model_info", "The model being served (value 1); labels say which.", ("model", "version", "backend", "format", "precision")))
         self.ready = r.add(Gauge("edgeml_model_ready", "1 when a model is loaded and ready to serve, else 0."))
         self.swaps = r.add(Counter("edgeml_model_swaps_total", "Models activated at run time (the first load counts)."))
+        self.connections = r.add(Gauge("edgeml_connections", "Open client connections."))
+        self.evictions = r.add(Counter("edgeml_connections_evicted_total", "Idle or slow connections closed to admit a new one, by why (server_full, client_limit).", ("why",)))
+        self.timeouts = r.add(Counter("edgeml_request_timeouts_total", "Requests cut off by a deadline, by phase (header, body).", ("phase",)))
+        self.cache_hits = r.add(Counter("edgeml_cache_hits_total", "Infer requests answered from the prediction cache (--cache)."))
+        self.cache_misses = r.add(Counter("edgeml_cache_misses_total", "Infer requests the prediction cache did not hold (the model ran)."))
+        self.cache_entries = r.add(Gauge("edgeml_cache_entries", "Entries in the prediction cache (emptied on a model swap)."))
+        self.cache_capacity = r.add(Gauge("edgeml_cache_capacity", "Entries the prediction cache holds at most (0 = off)."))
         self.ready.set(0)
+        self.connections.set(0)
+        self.cache_entries.set(0)
+        self.cache_capacity.set(0)
 
     def render(self) -> bytes:
         return self.registry.render()

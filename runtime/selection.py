@@ -1,7 +1,8 @@
 """Pick the artifact of a bundle this device should run.
 
-Candidates are the artifacts that passed validation at conversion and whose backend is installed
-here and runs their format. They are ranked by a precision order, then a backend order; both have
+Candidates are the artifacts that passed validation at conversion (their task's bound; a failed one
+is never selected, whatever the preference) and whose backend is installed here and runs their format.
+A bundle with no passing artifact is refused with its failures named. They are ranked by a precision order, then a backend order; both have
 defaults, can be set for a device with environment variables, and can be given per call.
 An int8 artifact that conversion measured slower than fp32 ranks just after fp32.
 """
@@ -68,7 +69,7 @@ def _order(value: Choice, env: str, default: tuple[str, ...], known: tuple[str, 
 
 def _runnable(artifact: ArtifactEntry) -> str | None:
     """Why this device cannot run the artifact, or None when it can."""
-    if not artifact.validation.get("passed"):
+    if not passed_validation(artifact):
         return "failed validation at conversion"
     if artifact.backend not in BACKEND_MODULES:
         return f"backend {artifact.backend!r} is unknown to this edgeml"
@@ -93,10 +94,20 @@ def candidates(manifest: Manifest, preference: Preference) -> list[ArtifactEntry
     return sorted(allowed, key=rank)
 
 
+def passed_validation(artifact: ArtifactEntry) -> bool:
+    """True only for an artifact whose conversion report says it met its bound (missing: not passed)."""
+    return artifact.validation.get("passed") is True
+
+
 def select_artifact(manifest: Manifest, preference: Preference) -> ArtifactEntry:
     found = candidates(manifest, preference)
     if found:
         return found[0]
+    if not any(passed_validation(a) for a in manifest.artifacts):
+        failed = [f"{a.key}: {'; '.join(map(str, a.validation.get('failures') or [])) or 'failed'}" for a in manifest.artifacts]
+        failed += [f"{f.key} (not shipped): {f.reason}" for f in manifest.failed]
+        raise BundleError(f"bundle {manifest.name}-{manifest.version} has no artifact that passed validation at conversion"
+                          + (f" ({' | '.join(failed)[:1500]})" if failed else "") + "; convert it again")
     reasons = []
     for a in manifest.artifacts:
         why = _runnable(a)

@@ -29,8 +29,10 @@ def start_simulation(broker_url: str, root: Path, keys: tuple[Path, Path], devic
     """`devices` simulated devices (the real agent, in this process) with the given tags."""
     from edgeml.runtime.agent.simulate import Simulation, SimulationConfig, load_traffic
     from edgeml.signing import load_public_key
+    from fleet_fixtures import device_login
 
     pub = load_public_key(keys[1])
     config = SimulationConfig(devices, broker_url, root / f"sim-{prefix}-{time.time_ns()}", pub, pub, tags, prefix, rps,
-                              interval, traffic=load_traffic(traffic) if traffic else None)
+                              interval, traffic=load_traffic(traffic) if traffic else None,
+                              broker_login=lambda device_id: device_login(broker_url, device_id))
     return Simulation(config).start()

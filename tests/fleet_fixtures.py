@@ -137,9 +137,26 @@ class Fleet:
         return body if status == 200 else None
 
 
+# Fleets started with their embedded broker, by broker URL: that broker admits only provisioned devices,
+# so start_device / device_login provision a device through the fleet's API before it connects.
+EMBEDDED: dict[str, Fleet] = {}
+
+
+def device_login(broker_url: str, device_id: str) -> str:
+    """The URL a device connects with: for an embedded (authenticated) fleet broker, with freshly
+    provisioned credentials; any other broker URL as given."""
+    fleet = EMBEDDED.get(broker_url)
+    if fleet is None:
+        return broker_url
+    status, body = fleet.api("POST", f"/api/v1/devices/{device_id}/provision")
+    assert status == 200, (status, body)
+    return body["device_url"]
+
+
 def start_fleet(root: Path, keys: tuple[Path, Path], broker_url: str | None = None, mqtt_port: int | None = None,
                 extra: list[str] | None = None, http_port: int | None = None, data: Path | None = None) -> Fleet:
     http = http_port or free_port()
+    embedded = broker_url is None
     data = data or root / f"fleet-{http}"
     args = ["fleet", "serve", "--http-port", str(http), "--data", str(data), "--token", TOKEN,
             "--sign-key", str(keys[0]), "--verify-key", str(keys[1])]
@@ -157,6 +174,8 @@ def start_fleet(root: Path, keys: tuple[Path, Path], broker_url: str | None = No
     except AssertionError:
         proc.kill()
         raise AssertionError("fleet did not start:\n" + proc.text())
+    if embedded and "--insecure-broker" not in (extra or []):
+        EMBEDDED[broker_url] = fleet
     return fleet
 
 
@@ -194,7 +213,7 @@ def start_device(root: Path, device_id: str, broker_url: str, public_key: Path, 
                  extra: list[str] | None = None) -> Device:
     port = free_port()
     store = root / f"store-{device_id}"
-    args = ["serve", "--fleet", broker_url, "--device-id", device_id, "--store", str(store), "--port", str(port),
+    args = ["serve", "--fleet", device_login(broker_url, device_id), "--device-id", device_id, "--store", str(store), "--port", str(port),
             "--verify-key", str(public_key), "--telemetry-interval", str(interval)]
     if tags:
         args += ["--tags", tags]

@@ -92,20 +92,21 @@ def test_without_the_token_only_the_login_page_is_served(fleet_rig):
                  "/dashboard/rollouts"):
         status, _, headers = http(url + path)
         assert status == 303 and headers["location"].startswith("/dashboard/login?next="), (path, status)
-        status, _, _ = http(url + path, headers={"Cookie": "edgeml_fleet_token=wrong"})
+        status, _, _ = http(url + path, headers={"Cookie": "edgeml_session=wrong"})
         assert status == 303, path
     status, body, _ = http(url + "/dashboard/login")
     assert status == 200 and 'id="login-form"' in body
     status, body, _ = http(url + "/api/v1/devices")
     assert status == 401 and "token" in json.loads(body)["error"]
     status, body, _ = http(url + f"/api/v1/devices/{lab_ids(fleet_rig)[0]}/timeseries",
-                           headers={"Cookie": "edgeml_fleet_token=wrong"})
+                           headers={"Cookie": "edgeml_session=wrong"})
     assert status == 401 and json.loads(body)["error"]
     # The cookie alone does not authorize a state change: a cross-site form cannot add the dashboard's header.
-    status, _, _ = http(url + "/api/v1/rollouts/1/pause", "POST", {"Cookie": f"edgeml_fleet_token={TOKEN}"})
+    status, _, _ = http(url + "/api/v1/rollouts/1/pause", "POST", {"Cookie": f"edgeml_session={TOKEN}"})
     assert status == 401
-    status, _, _ = http(url + "/api/v1/devices", headers={"Cookie": f"edgeml_fleet_token={TOKEN}"})
-    assert status == 200
+    # The cookie is a signed session id: the master token itself is no session (tests/test_dashboard_auth.py).
+    status, _, _ = http(url + "/api/v1/devices", headers={"Cookie": f"edgeml_session={TOKEN}"})
+    assert status == 401
 
 
 def test_login_refuses_a_wrong_token_and_keeps_the_right_one_in_an_httponly_cookie(browser, fleet_rig):
@@ -124,7 +125,7 @@ def test_login_refuses_a_wrong_token_and_keeps_the_right_one_in_an_httponly_cook
         page.fill("#token", TOKEN)
         page.click("button[type=submit]")
         page.wait_for_url(url + "/dashboard/devices")  # back where the user was going
-        cookie = next(c for c in context.cookies() if c["name"] == "edgeml_fleet_token")
+        cookie = next(c for c in context.cookies() if c["name"] == "edgeml_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert page.evaluate("document.cookie") == ""  # out of reach of scripts
         page.click("#logout")

@@ -74,7 +74,7 @@ def test_the_fleet_builds_desired_documents_through_the_contract(tmp_path):
     registry = DeviceRegistry(None, Topics(), Ed25519PrivateKey.generate(), "http://fleet.local:8000/")
     doc = registry.desired_document("dev-01", 42, "iris", "2.0", shadow=("iris", "3.0"))
     assert isinstance(doc, Desired)
-    expected = {**old_desired(True), "issued_at": doc.issued_at}
+    expected = {**old_desired(True), "issued_at": doc.issued_at, "expires_at": doc.expires_at}
     assert canonical_json(doc.to_dict()) == canonical_json(expected)
 
 

@@ -174,12 +174,36 @@ def test_requests_beyond_the_inflight_limit_get_429(serve, mlp):
     assert client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))[0] == 200
 
 
-def test_connections_beyond_the_limit_get_503(serve, mlp):
+class _BlockingObserver:
+    """Telemetry observer that holds a request inside the model run until released."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def observe(self, *_args) -> None:
+        self.entered.set()
+        self.release.wait(30)
+
+    def error(self, *_args) -> None:
+        pass
+
+
+def test_a_new_connection_evicts_the_oldest_idle_one_and_gets_503_only_when_all_are_busy(serve, mlp):
     daemon, first = serve(mlp, limits=ServerLimits(max_connections=1))
-    assert first.get("/v2/health/live")[0] == 200  # holds the only connection (keep-alive)
+    assert first.get("/v2/health/live")[0] == 200  # holds the only connection (idle keep-alive)
     second = Client(daemon.url)
-    status, body = second.get("/v2/health/live")
-    assert status == 503 and "too many connections" in body["error"]
+    assert second.get("/v2/health/live") == (200, {"live": True})  # the idle one made room
+    assert daemon.metrics.evictions.value(why="server_full") == 1
+    blocker = daemon.state.observer = _BlockingObserver()
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(second.post, "/v2/models/mlp/infer", infer_body({"input": _x(1)}))
+        assert blocker.entered.wait(30)
+        third = Client(daemon.url)
+        status, body = third.get("/v2/health/live")
+        assert status == 503 and "too many connections" in body["error"]
+        blocker.release.set()
+        assert busy.result(timeout=30)[0] == 200  # the busy request was not cut off
+    third.close()
     second.close()
     first.close()
 

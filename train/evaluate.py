@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from .options import TaskKind
+from .options import ExplainKind, TaskKind
 from .search import silhouette_scorer
 
 IMPORTANCE_MAX_ROWS = 1000
 IMPORTANCE_REPEATS = 3
 ROC_MAX_CLASSES = 10
+SHAP_MAX_ROWS = 100
 
 
 @dataclass
@@ -26,11 +26,12 @@ class Evaluation:
     importance_method: str = "permutation"
 
 
-def evaluate(model: Any, X: Any, y: Any, task: TaskKind, n_jobs: int, seed: int) -> Evaluation:
+def evaluate(model: Any, X: Any, y: Any, task: TaskKind, n_jobs: int, seed: int,
+             explain: ExplainKind = ExplainKind.PERMUTATION) -> Evaluation:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = EVALUATORS[task](model, X, y)
-        ev.importance, ev.importance_method = importance(model, X, y, task, n_jobs, seed)
+        ev.importance, ev.importance_method = importance(model, X, y, task, n_jobs, seed, explain)
     return ev
 
 
@@ -92,31 +93,42 @@ EVALUATORS: dict[TaskKind, Callable[[Any, Any, Any], Evaluation]] = {
 }
 
 
-def importance(model: Any, X: Any, y: Any, task: TaskKind, n_jobs: int, seed: int) -> tuple[list[dict[str, Any]], str]:
-    """SHAP mean |value| per feature when shap is installed, else permutation importance."""
+def importance(model: Any, X: Any, y: Any, task: TaskKind, n_jobs: int, seed: int,
+               method: ExplainKind = ExplainKind.PERMUTATION) -> tuple[list[dict[str, Any]], str]:
+    """Per-feature importance by `method` (--explain); ([], "none") when switched off.
+
+    SHAP runs only when asked (it is several times slower than permutation importance) and quietly
+    (no progress bar); a pipeline SHAP cannot explain falls back to permutation, and the method
+    actually used is what the report shows.
+    """
+    if method == ExplainKind.NONE:
+        return [], ExplainKind.NONE.value
     n = min(len(X), IMPORTANCE_MAX_ROWS)
     Xs = X.iloc[:n] if hasattr(X, "iloc") else X[:n]
     ys = None if y is None else np.asarray(y)[:n]
     names = [str(c) for c in X.columns] if hasattr(X, "columns") else [f"x{i}" for i in range(X.shape[1])]
-    if importlib.util.find_spec("shap") is not None:
+    if method == ExplainKind.SHAP:
         shap_values = _shap(model, Xs, names)
         if shap_values:
-            return shap_values, "shap"
+            return shap_values, ExplainKind.SHAP.value
     from sklearn.inspection import permutation_importance
 
     scoring = silhouette_scorer if task == TaskKind.CLUSTERING else None
     result = permutation_importance(model, Xs, ys, scoring=scoring, n_repeats=IMPORTANCE_REPEATS, random_state=seed, n_jobs=n_jobs)
     rows = [{"feature": f, "mean": _round(m), "std": _round(s)} for f, m, s in zip(names, result.importances_mean, result.importances_std)]
-    return sorted(rows, key=lambda r: -(r["mean"] or 0.0)), "permutation"
+    return sorted(rows, key=lambda r: -(r["mean"] or 0.0)), ExplainKind.PERMUTATION.value
 
 
 def _shap(model: Any, X: Any, names: list[str]) -> list[dict[str, Any]]:
     """Mean |SHAP value| per raw feature (model-agnostic explainer on a small sample); [] if it fails."""
-    try:
-        import shap
+    import logging
 
-        sample = X.iloc[:100] if hasattr(X, "iloc") else X[:100]
-        explanation = shap.Explainer(model.predict, sample)(sample)
+    import shap
+
+    logging.getLogger("shap").setLevel(logging.ERROR)
+    try:
+        sample = X.iloc[:SHAP_MAX_ROWS] if hasattr(X, "iloc") else X[:SHAP_MAX_ROWS]
+        explanation = shap.Explainer(model.predict, sample)(sample, silent=True)
         values = np.abs(np.asarray(explanation.values)).reshape(len(sample), len(names), -1).mean(axis=(0, 2))
     except Exception:  # shap cannot explain every pipeline (e.g. string columns); fall back to permutation
         return []

@@ -20,6 +20,14 @@ class SearchKind(str, Enum):
     BAYES = "bayes"  # Optuna TPE, --trials trials
 
 
+class ExplainKind(str, Enum):
+    """--explain: how the report ranks features."""
+
+    PERMUTATION = "permutation"  # sklearn permutation importance on the test split (the default)
+    SHAP = "shap"  # mean |SHAP value|; needs the shap package, several times slower
+    NONE = "none"  # no importance section
+
+
 class Device(str, Enum):
     CPU = "cpu"
     CUDA = "cuda"
@@ -44,7 +52,10 @@ class TrainOptions:
     device: Device = Device.CPU
     epochs: int | None = None  # torch models: override the model's default
     n_jobs: int = -1
-    mlflow: str | None = None
+    mlflow: str | None = None  # tracking URI (--mlflow)
+    register: str | None = None  # registered model name (--register, needs --mlflow)
+    explain: ExplainKind = ExplainKind.PERMUTATION
+    robustness: bool = True  # accuracy under input perturbations in the report
     force: bool = False
 
     @property

@@ -36,6 +36,9 @@ class LatencyHistogram(_Message):
 
 
 # -- desired -----------------------------------------------------------------------------------------
+MAX_VALIDITY_S = 366 * 86400.0  # a desired document valid for longer than this is refused (stale)
+CLOCK_SKEW_S = 300.0  # a document issued further in the future than this is refused (stale)
+
 class BundleLocation(Protocol):
     """What the installer needs to fetch one version: `Desired` and `ShadowSpec` both are one."""
 
@@ -74,7 +77,13 @@ class ShadowSpec(_Message):
 
 @dataclass(frozen=True)
 class Desired(_Message):
-    """fleet -> device (retained, signed): the version a device must run, with a sequence number."""
+    """fleet -> device (retained, signed): the version a device must run, with a sequence number.
+
+    Freshness (TUF-style): `issued_at` and `expires_at` (seconds since the epoch) bound the document's
+    validity. The fleet re-signs every retained document before it expires with the SAME `seq` and
+    content and new dates (fleet/freshness.py); a device accepts such a re-signed document without
+    reinstalling, and refuses a document with no expiry or an expired one (see `freshness()`).
+    """
 
     device_id: str
     seq: int
@@ -85,24 +94,38 @@ class Desired(_Message):
     blob_url: str
     issued_at: float | None = None
     shadow: ShadowSpec | None = None
+    expires_at: float | None = None
 
     @classmethod
     def parse(cls, obj_or_bytes: Any) -> Self:
         obj = _load(obj_or_bytes, "desired document")
         shadow = obj.get("shadow")
+        issued = _opt(obj, "issued_at", "", _num, 0.0, MAX_TIME)
+        expires = _opt(obj, "expires_at", "", _num, 0.0, MAX_TIME)
+        if issued is not None and expires is not None and expires < issued:
+            raise _bad("expires_at", "must not be before issued_at")
         return cls(device_id=_req(obj, "device_id", "", _str, 128, DEVICE_ID_RE), seq=_req(obj, "seq", "", _int, 0, MAX_SEQ),
-                   **_location(obj, ""), issued_at=_opt(obj, "issued_at", "", _num, 0.0, MAX_TIME),
-                   shadow=None if shadow is None else ShadowSpec.parse(shadow))
+                   **_location(obj, ""), issued_at=issued,
+                   shadow=None if shadow is None else ShadowSpec.parse(shadow), expires_at=expires)
 
     @classmethod
     def verify(cls, payload: bytes, key: Ed25519PublicKey | None) -> Self:
         """Check a signed wire document's signature (skipped when key is None), then parse it."""
         return cls.parse(verify_document(payload, key))
 
+    def freshness(self, now: float, max_validity_s: float = MAX_VALIDITY_S, skew_s: float = CLOCK_SKEW_S) -> str | None:
+        """None when the document is fresh at `now`, else the refusal reason: "stale" (no dates, issued in
+        the future beyond the clock skew, or valid for longer than `max_validity_s`) or "expired"."""
+        if self.issued_at is None or self.expires_at is None:
+            return "stale"
+        if self.issued_at > now + skew_s or self.expires_at - self.issued_at > max_validity_s:
+            return "stale"
+        return "expired" if now >= self.expires_at else None
+
     def to_dict(self) -> Json:
         return _drop_none({"device_id": self.device_id, "seq": self.seq, "model": self.model, "version": self.version,
                            "manifest_url": self.manifest_url, "signature_url": self.signature_url,
-                           "blob_url": self.blob_url, "issued_at": self.issued_at,
+                           "blob_url": self.blob_url, "issued_at": self.issued_at, "expires_at": self.expires_at,
                            "shadow": self.shadow.to_dict() if self.shadow else None})
 
     def sign(self, key: Ed25519PrivateKey) -> bytes:

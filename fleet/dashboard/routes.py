@@ -1,4 +1,4 @@
-"""The dashboard's routes: its pages, their static files, the login that sets the token cookie, and the
+"""The dashboard's routes: its pages, their static files, the login that sets the session cookie, and the
 per-device time series the charts draw.
 
 Pages are static shells (templates/page.html) whose JavaScript module (static/js/PAGE.js) fetches the
@@ -23,7 +23,7 @@ from edgeml.errors import NotFoundError
 
 from ..service import FleetService
 from ..telemetry import rows_since
-from .session import COOKIE, Unauthorized, presented_token, token_matches
+from .session import COOKIE, Gate
 from .timeseries import device_timeseries
 
 HERE = Path(__file__).parent
@@ -45,12 +45,8 @@ class Login(BaseModel):
     token: str
 
 
-def dashboard_router(service: FleetService, auth: Callable[..., None]) -> APIRouter:
+def dashboard_router(service: FleetService, gate: Gate, auth: Callable[..., None]) -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    token = service.config.token
-
-    def logged_in(request: Request) -> bool:
-        return token_matches(presented_token(request), token)
 
     @router.get("/")
     def root() -> Response:
@@ -66,22 +62,23 @@ def dashboard_router(service: FleetService, auth: Callable[..., None]) -> APIRou
 
     @router.post(f"{PREFIX}/login")
     def login(body: Login, request: Request) -> Response:
-        if token is not None and not token_matches(body.token, token):
-            raise Unauthorized("wrong token: use the fleet's --token (EDGEML_FLEET_TOKEN)")
+        # Throttled per client; the cookie is a signed session id, never the token (see session.py).
+        gate.check_token(request, body.token, "wrong token: use the fleet's --token (EDGEML_FLEET_TOKEN)")
         resp = JSONResponse({"ok": True})
-        resp.set_cookie(COOKIE, body.token, httponly=True, samesite="strict", path="/",
-                        secure=request.url.scheme == "https")
+        resp.set_cookie(COOKIE, gate.sessions.issue(), max_age=int(gate.sessions.ttl_s), httponly=True,
+                        samesite="strict", path="/", secure=request.url.scheme == "https")
         return resp
 
     @router.post(f"{PREFIX}/logout")
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
+        gate.sessions.revoke(request.cookies.get(COOKIE, ""))  # the cookie stops working even if kept
         resp = JSONResponse({"ok": True})
         resp.delete_cookie(COOKIE, path="/")
         return resp
 
     def page_route(module: str, title: str) -> Callable[..., Response]:
         def page(request: Request) -> Response:
-            if not logged_in(request):
+            if not gate.logged_in(request):
                 target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
                 return RedirectResponse(f"{PREFIX}/login?next={target}", status_code=303)
             return _html(_render("page.html", title=title, page=module))

@@ -96,9 +96,14 @@ class RolloutEngine:
                                               f"not yet on {spec.version}", {"devices": sorted(r["device_id"] for r in stale)})
 
     def tick(self) -> None:
+        """One step of every running rollout; one that fails (a row this version cannot read) is logged
+        and skipped, never stopping the others."""
         with self._lock:
             for row in self._rows(state=State.RUNNING.value):
-                self._step(row)
+                try:
+                    self._step(row)
+                except Exception:
+                    log.exception("rollout %s: step failed; retried on the next tick", row.get("id"))
 
     # -- requests from the API ---------------------------------------------------------------------
     def create(self, spec: RolloutSpec) -> dict[str, Any]:

@@ -1,7 +1,19 @@
 """The device agent: MQTT session, desired-state handling, installs, reported state, telemetry.
 
 Threads: paho's network loop (callbacks only enqueue), one installer thread (one install at a time,
-the newest desired document wins), one telemetry thread (every interval).
+the newest desired document wins and preempts a running download), one telemetry thread (every
+interval; it also applies telemetry acknowledgements and notices when the device turns stale).
+
+What the device trusts (README "What the device trusts"): a desired document must verify with the
+pinned fleet key, be addressed to this device, be fresh (issued_at/expires_at, Desired.freshness) and
+carry a sequence number above the last applied one, which survives the loss of state.json (seq.json,
+and the signed document kept in each installed version's directory). A re-signed document of the
+applied sequence number only renews freshness. When the newest document has expired the device keeps
+serving its active model and reports `stale: ...` in its reported error.
+
+Failed installs: transient reasons (installer.TRANSIENT) are retried with backoff (RETRY_DELAYS);
+final ones consume the sequence number and are reported with their reason. The reported state always
+describes the model actually serving (never `installing` after a failure).
 """
 
 from __future__ import annotations
@@ -18,14 +30,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgeml.mqtt import BrokerAddress, make_client
-from edgeml.messages import OFFLINE, ONLINE, Desired, Event, Reported, clip
+from edgeml.messages import OFFLINE, ONLINE, Desired, Event, Reported, TelemetryAck, clip
 from edgeml.protocol import ProtocolError, Topics
 
 from ..backends import available_backends
 from ..model import Model
 from ..selection import Preference
 from ..server.holder import ModelHolder
-from .installer import InstallFailed, Installer, describe
+from .download import DownloadLimits
+from .installer import CANCELLED, InstallFailed, Installer, describe
 from .outbox import Outbox
 from .shadow import ShadowRunner
 from .store import DeviceStore
@@ -33,7 +46,7 @@ from .telemetry import TelemetryRecorder
 
 log = logging.getLogger("edgeml.agent")
 
-INTERNAL_RETRIES = 5  # an unexpected crash during an install is retried this often (1, 2, 4, 8, 16 s apart)
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # a transient install failure is retried after these (seconds)
 
 
 @dataclass
@@ -50,6 +63,7 @@ class AgentConfig:
     threads: int | None = None
     outbox_limit: int = 1000
     shadow_sample: float = 0.25  # fraction of requests mirrored to a shadow candidate
+    download: DownloadLimits = field(default_factory=DownloadLimits)
 
 
 class DeviceAgent:
@@ -57,16 +71,22 @@ class DeviceAgent:
         self.config, self.holder = config, holder
         self.topics = Topics(config.prefix)
         self.store = DeviceStore(config.store)
-        self.installer = Installer(self.store, config.bundle_key, config.preference, config.threads)
+        self.installer = Installer(self.store, config.bundle_key, config.preference, config.threads, config.download)
         self.recorder = TelemetryRecorder()
         self.shadow = ShadowRunner(self.store.root / "shadow", lambda store: Installer(
-            store, config.bundle_key, config.preference, config.threads), config.shadow_sample)
+            store, config.bundle_key, config.preference, config.threads, config.download), config.shadow_sample)
         self.recorder.mirror = self.shadow.offer
         self.outbox = Outbox(self.store.root / "outbox", config.outbox_limit)
+        self.recorder.seq = self.outbox.last_seq  # telemetry sequence numbers stay monotonic across restarts
         self.state = self.store.state()
+        self._raise_seq_floor()
         self.status = "idle"
         self.error: str | None = None
+        self._stale = False
         self._desired: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._newest: bytes | None = None  # the newest desired payload received (preemption, stale retries)
+        self._probe: tuple[bytes | None, int] = (None, -1)  # (payload, its seq if valid else -1)
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._send_lock = threading.Lock()  # spool-or-send and draining are one step: order kept, nothing stranded
         self._connected = threading.Event()
@@ -79,6 +99,23 @@ class DeviceAgent:
         self.client.on_disconnect = lambda *a: self._connected.clear()
         self.client.on_message = self._on_message
         self.address = address
+
+    def _raise_seq_floor(self) -> None:
+        """last_seq is at least the sequence number of the installed versions' own signed documents
+        (state.json and seq.json may both be lost: a replayed older document must still be refused)."""
+        floor, fresh = 0, None
+        for payload in self.store.installed_desired():
+            try:
+                doc = Desired.verify(payload, self.config.fleet_key)
+            except ProtocolError:
+                continue
+            if doc.device_id == self.config.device_id:
+                floor = max(floor, doc.seq)
+                fresh = doc.expires_at if fresh is None else max(fresh, doc.expires_at or 0)
+        if floor > int(self.state.get("last_seq", 0)) or (fresh and "fresh_until" not in self.state):
+            self.state["last_seq"] = max(floor, int(self.state.get("last_seq", 0)))
+            self.state.setdefault("fresh_until", fresh)
+            self.store.save_state(self.state)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def resume(self) -> Model | None:
@@ -98,6 +135,7 @@ class DeviceAgent:
 
     def start(self) -> "DeviceAgent":
         self.resume()
+        self._stale = self.stale()
         self.client.connect_async(self.address.host, self.address.port, keepalive=30)
         self.client.loop_start()
         for target, name in ((self._install_loop, "agent-installer"), (self._telemetry_loop, "agent-telemetry")):
@@ -127,17 +165,26 @@ class DeviceAgent:
             log.error("broker refused device %s: %s", self.config.device_id, reason)
             return
         me = self.config.device_id
-        client.subscribe(self.topics.device(me, "desired"), qos=1)
+        client.subscribe([(self.topics.device(me, "desired"), 1), (self.topics.device(me, "telemetry_ack"), 1)])
         client.publish(self.topics.device(me, "status"), ONLINE.to_bytes(), qos=1, retain=True)
         self._connected.set()
         self.publish_reported()
         with self._send_lock:
+            self.outbox.resend_all()  # the broker may have lost what it had not delivered yet
             self.outbox.drain(self._send_spooled)
 
     def _on_message(self, _client, _u, msg) -> None:
-        # Only our own desired topic counts (some brokers also replay other topics' retained messages).
-        if msg.payload and msg.topic == self.topics.device(self.config.device_id, "desired"):
+        # Only our own topics count (some brokers also replay other topics' retained messages).
+        if not msg.payload:
+            return
+        if msg.topic == self.topics.device(self.config.device_id, "desired"):
+            self._newest = msg.payload
             self._desired.put({"payload": msg.payload})
+        elif msg.topic == self.topics.device(self.config.device_id, "telemetry_ack"):
+            try:
+                self._acks.put(TelemetryAck.parse(msg.payload).seq)
+            except ProtocolError as exc:
+                log.warning("ignoring a malformed telemetry acknowledgement: %s", exc)
 
     # -- installs --------------------------------------------------------------------------------
     def _install_loop(self) -> None:
@@ -150,6 +197,8 @@ class DeviceAgent:
                 if newer is None:
                     return
                 item = newer
+            if item.get("attempt") and item["payload"] != self._newest:
+                continue  # a retry of a document a newer one has replaced
             try:
                 self.handle_desired(item["payload"], item.get("attempt", 0))
             except Exception:  # the installer thread must survive anything
@@ -164,19 +213,35 @@ class DeviceAgent:
         if doc.device_id != self.config.device_id:
             self._event("desired_rejected", reason="wrong_device", detail=f"document is for {doc.device_id}")
             return
+        refused = doc.freshness(time.time())
+        if refused is not None:
+            when = "carries no validity dates" if doc.expires_at is None or doc.issued_at is None else \
+                f"was issued at {doc.issued_at:.0f} and expires at {doc.expires_at:.0f}"
+            self._event("desired_rejected", reason=refused, detail=f"sequence {doc.seq} {when} (now {time.time():.0f})",
+                        seq=doc.seq)
+            self._refresh_stale()
+            return
         last = int(self.state.get("last_seq", 0))
         active = self.holder.model
-        if doc.seq <= last:
-            if doc.seq < last or not active or (active.info.name, active.info.version) != (doc.model, doc.version):
+        if doc.seq < last:
+            self._event("desired_rejected", reason="replay", detail=f"sequence {doc.seq} is not newer than {last}",
+                        seq=doc.seq)
+            return
+        self._renew_freshness(doc)
+        if doc.seq == last:
+            if active and (active.info.name, active.info.version) == (doc.model, doc.version):
+                # The applied document again (a restart) or re-signed by the fleet: no reinstall.
+                self._keep_proof(payload)
+                self._update_shadow(doc)
+            elif self.state.get("failed_seq") != doc.seq:
                 self._event("desired_rejected", reason="replay", detail=f"sequence {doc.seq} is not newer than {last}",
                             seq=doc.seq)
-            else:  # the applied document again (after a restart): bring its shadow back
-                self._update_shadow(doc)
             return
         if active is not None and (active.info.name, active.info.version) == (doc.model, doc.version):
+            self._keep_proof(payload)
             self._applied(doc, active)
-        else:
-            self._install(doc, payload, attempt)
+        elif not self._install(doc, payload, attempt):
+            return
         self._update_shadow(doc)
 
     def _update_shadow(self, doc: Desired) -> None:
@@ -185,56 +250,120 @@ class DeviceAgent:
         if self.shadow.reported() != before:
             self.publish_reported()
 
-    def _retry_later(self, payload: bytes, attempt: int) -> None:
-        """Hand an install that crashed unexpectedly back to the installer thread after a backoff;
-        a newer desired document queued meanwhile wins over it (the install loop keeps the newest)."""
-        if attempt >= INTERNAL_RETRIES or self._stop.is_set():
-            return
-        timer = threading.Timer(min(2.0 ** attempt, 30.0), self._desired.put,
-                                args=({"payload": payload, "attempt": attempt + 1},))
+    def _preempted(self, seq: int) -> bool:
+        """A newer valid desired document arrived while installing `seq` (polled by the download)."""
+        newest = self._newest
+        if newest is None:
+            return False
+        if newest is not self._probe[0]:
+            try:
+                doc = Desired.verify(newest, self.config.fleet_key)
+                ok = doc.device_id == self.config.device_id and doc.freshness(time.time()) is None
+                self._probe = (newest, doc.seq if ok else -1)
+            except ProtocolError:
+                self._probe = (newest, -1)
+        return self._probe[1] > seq
+
+    def _retry_later(self, payload: bytes, attempt: int, delay: float) -> None:
+        """Hand a failed install back to the installer thread after `delay`; a newer desired document
+        received meanwhile wins over it (the install loop drops retries of replaced documents)."""
+        timer = threading.Timer(delay, self._desired.put, args=({"payload": payload, "attempt": attempt + 1},))
         timer.daemon = True
         timer.start()
 
-    def _install(self, doc: Desired, payload: bytes = b"", attempt: int = 0) -> None:
+    def _install(self, doc: Desired, payload: bytes = b"", attempt: int = 0) -> bool:
+        """Install and activate `doc`'s version; False when it failed (reported, maybe retried)."""
         target = {"model": doc.model, "version": doc.version, "seq": doc.seq}
         self.status, self.error = "installing", None
         self._event("install_started", **target)
         self.publish_reported()
         try:
-            installed = self.installer.install(doc)
+            installed = self.installer.install(doc, cancelled=lambda: self._preempted(doc.seq))
         except InstallFailed as exc:
-            self.status = "active" if self.holder.model else "idle"
-            self.error = f"{exc.reason}: {exc.detail}"
-            # The failed document is consumed: the same sequence number is not retried.
-            self.state["last_seq"] = doc.seq
-            self.store.save_state(self.state)
-            self._event("install_failed", reason=exc.reason, detail=exc.detail, **target)
-            self.publish_reported()
-            return
+            return self._failed(doc, payload, attempt, exc)
         except Exception as exc:  # never let an install take the daemon down
             log.exception("install crashed")
-            self.status, self.error = ("active" if self.holder.model else "idle"), f"internal_error: {exc}"
-            self._event("install_failed", reason="internal_error", detail=str(exc), **target)
-            self.publish_reported()
-            if payload:
-                self._retry_later(payload, attempt)
-            return
-        self.store.activate(installed.directory)
+            return self._failed(doc, payload, attempt, InstallFailed("internal_error", str(exc)))
+        old = self.store.active_dir()
+        old = old.resolve() if old is not None else None
+        try:
+            self.store.activate(installed.directory)
+            self.store.save_desired(installed.directory, payload)
+        except OSError as exc:
+            try:
+                self.store.restore_current(old)
+            except OSError:
+                log.exception("cannot restore the active link after a failed activation")
+            return self._failed(doc, payload, attempt, InstallFailed("activation_failed", f"the device store: {exc}"))
         self.holder.swap(installed.model)
         self.store.prune()
         self._applied(doc, installed.model)
         self._event("installed", **{**target, **describe(installed.model)})
+        return True
+
+    def _failed(self, doc: Desired, payload: bytes, attempt: int, exc: InstallFailed) -> bool:
+        """Report a failed install; the old model keeps serving and the state says so."""
+        target = {"model": doc.model, "version": doc.version, "seq": doc.seq}
+        self.status = "active" if self.holder.model else "idle"
+        if exc.reason == CANCELLED:
+            self._event("install_cancelled", reason="preempted", detail=exc.detail, **target)
+            self.publish_reported()
+            return False
+        detail = exc.detail
+        if exc.transient and payload and attempt < len(RETRY_DELAYS) and not self._stop.is_set():
+            delay = RETRY_DELAYS[attempt]
+            detail = f"{exc.detail} (transient: retry {attempt + 1} of {len(RETRY_DELAYS)} in {delay:g} s)"
+            self._retry_later(payload, attempt, delay)
+        else:  # final: the document is consumed, the same sequence number is not retried
+            self.state.update(last_seq=doc.seq, failed_seq=doc.seq)
+            self.store.save_state(self.state)
+        self.error = f"{exc.reason}: {detail}"
+        self._event("install_failed", reason=exc.reason, detail=detail, **target)
+        self.publish_reported()
+        return False
 
     def _applied(self, doc: Desired, model: Model) -> None:
-        self.state.update(last_seq=doc.seq, active=describe(model))
+        self.state.update(last_seq=doc.seq, active=describe(model), failed_seq=None)
         self.store.save_state(self.state)
         self.status, self.error = "active", None
         self.publish_reported()
 
+    def _keep_proof(self, payload: bytes) -> None:
+        active = self.store.active_dir()
+        if active is not None:
+            try:
+                self.store.save_desired(active, payload)
+            except OSError as exc:
+                log.warning("cannot keep the desired document in %s: %s", active, exc)
+
+    # -- freshness -------------------------------------------------------------------------------
+    def _renew_freshness(self, doc: Desired) -> None:
+        if doc.expires_at is not None and doc.expires_at > float(self.state.get("fresh_until") or 0):
+            self.state["fresh_until"] = doc.expires_at
+            self.store.save_state(self.state)
+        self._refresh_stale()
+
+    def stale(self) -> bool:
+        """The newest desired document this device accepted has expired (the fleet stopped renewing it)."""
+        until = self.state.get("fresh_until")
+        return until is not None and time.time() >= float(until)
+
+    def _refresh_stale(self) -> None:
+        stale = self.stale()
+        if stale != self._stale:
+            self._stale = stale
+            if stale:
+                log.warning("the newest desired document expired; serving the active model and reporting stale")
+            self.publish_reported()
+
     # -- reporting -------------------------------------------------------------------------------
     def reported(self) -> Reported:
         model = self.holder.model
-        return Reported(state=self.status, error=clip(self.error), seq=int(self.state.get("last_seq", 0)),
+        error = self.error
+        if self._stale:
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.state["fresh_until"])))
+            error = f"stale: the newest desired document expired at {until}" + (f"; {error}" if error else "")
+        return Reported(state=self.status, error=clip(error), seq=int(self.state.get("last_seq", 0)),
                         arch=platform.machine(), backends=tuple(available_backends()), tags=dict(self.config.tags),
                         ts=time.time(), shadow=self.shadow.reported(), **(describe(model) if model else {}))
 
@@ -251,17 +380,35 @@ class DeviceAgent:
     # -- telemetry -------------------------------------------------------------------------------
     def _telemetry_loop(self) -> None:
         while not self._stop.wait(self.config.telemetry_interval):
-            self.send_telemetry()
+            try:
+                self._refresh_stale()
+                self.send_telemetry()
+            except Exception:  # a full disk or the like: try again next interval
+                log.exception("telemetry failed")
 
     def send_telemetry(self) -> None:
+        self._apply_acks()
         msg = self.recorder.collect(self.holder.model, dropped=self.outbox.dropped, shadow=self.shadow.collect())
-        self._publish_or_spool("telemetry", msg.to_json())
+        with self._send_lock:
+            self.outbox.put("telemetry", msg.to_json(), seq=msg.seq)  # kept until the fleet acknowledges it
+            if self._connected.is_set():
+                self.outbox.drain(self._send_spooled)
+
+    def _apply_acks(self) -> None:
+        while True:
+            try:
+                seq = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            self.outbox.ack(seq)
+            if seq > self.recorder.seq:  # a reset store: continue above what the fleet already has
+                self.recorder.seq = seq
 
     def _publish_or_spool(self, kind: str, payload: bytes) -> None:
         """Publish, or spool while the broker is away. Spooled messages go first once connected, so a
         message never overtakes older spooled ones and none is left behind by a connect racing this."""
         with self._send_lock:
-            if not self.outbox.pending() and self._send_spooled(kind, payload):
+            if not self.outbox.unsent() and self._send_spooled(kind, payload):
                 return
             self.outbox.put(kind, payload)
             if self._connected.is_set():

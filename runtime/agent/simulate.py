@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,6 +39,7 @@ class SimulationConfig:
     error_rate: float = 0.0  # fraction of synthetic requests counted as errors (fault injection)
     traffic: dict[str, np.ndarray] | None = None  # inputs by name; None: the active bundle's golden samples
     backends: list[str] | None = None  # device i has only backends[i] (a mixed fleet): it installs that format
+    broker_login: Callable[[str], str] | None = None  # device id -> broker URL with its credentials (None: broker_url)
 
 
 class Simulation:
@@ -56,7 +57,8 @@ class Simulation:
             device_id = f"{c.id_prefix}-{i:0{width}d}"
             tags = {**c.tags, "sim_index": str(i)}
             preference = Preference.resolve(c.backends[i]) if c.backends else Preference.resolve()
-            agent_config = AgentConfig(c.broker_url, device_id, c.store_root / device_id, tags, c.bundle_key, c.fleet_key,
+            url = c.broker_login(device_id) if c.broker_login else c.broker_url
+            agent_config = AgentConfig(url, device_id, c.store_root / device_id, tags, c.bundle_key, c.fleet_key,
                                        c.telemetry_interval, preference=preference, threads=1)
             self.agents.append(DeviceAgent(agent_config, ModelHolder()).start())
         self._load = threading.Thread(target=self._traffic, name="sim-traffic", daemon=True)

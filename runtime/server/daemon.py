@@ -28,13 +28,14 @@ class ServeConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     batch: BatchOptions = field(default_factory=BatchOptions)
     grace_seconds: float = 10.0
+    cache_size: int = 0  # prediction cache entries (edgeml serve --cache); 0 = off
 
 
 class Daemon:
     def __init__(self, config: ServeConfig | None = None, holder: ModelHolder | None = None) -> None:
         self.config = config or ServeConfig()
         self.metrics = holder.metrics if holder else ServerMetrics()
-        self.holder = holder or ModelHolder(self.config.batch, self.metrics)
+        self.holder = holder or ModelHolder(self.config.batch, self.metrics, self.config.cache_size)
         self.state = ServerState(self.holder, self.metrics, self.config.limits)
         self._server: TCPServer | UnixServer | None = None
         self._thread: threading.Thread | None = None

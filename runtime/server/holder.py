@@ -17,6 +17,7 @@ import numpy as np
 from ..batching import BatchOptions, MicroBatcher
 from ..metrics import ServerMetrics
 from ..model import Model
+from .cache import CacheStats, PredictionCache, identity
 from .protocol import InferCodec, dumps, model_metadata
 
 
@@ -30,13 +31,14 @@ class Served:
     ready_body: bytes
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]  # prepared feeds -> outputs
     batcher: MicroBatcher | None
+    identity: str  # the model's part of a prediction cache key
 
     @classmethod
     def build(cls, model: Model, batch: BatchOptions) -> "Served":
         batcher = MicroBatcher(model, batch) if batch.enabled else None
         return cls(model, InferCodec(model), dumps(model_metadata(model)),
                    dumps({"name": model.info.name, "ready": True}),
-                   batcher.run if batcher else model.run, batcher)
+                   batcher.run if batcher else model.run, batcher, identity(model.info))
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -46,9 +48,12 @@ class Served:
 class ModelHolder:
     """Holds the served model; `swap` replaces it atomically."""
 
-    def __init__(self, batch: BatchOptions | None = None, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, batch: BatchOptions | None = None, metrics: ServerMetrics | None = None,
+                 cache_size: int = 0) -> None:
         self.batch = (batch or BatchOptions()).check()
         self.metrics = metrics or ServerMetrics()
+        # The prediction cache (edgeml serve --cache N), emptied on every swap; None when off.
+        self.cache = PredictionCache(cache_size, self.metrics) if cache_size > 0 else None
         self.current: Served | None = None
         self._lock = threading.Lock()  # serialises swaps; readers never take it
 
@@ -70,6 +75,8 @@ class ModelHolder:
         new = Served.build(model, self.batch) if model is not None else None
         with self._lock:
             old, self.current = self.current, new
+            if self.cache is not None:
+                self.cache.clear()
             self._publish(new)
         if old is not None:
             old.close()
@@ -77,6 +84,10 @@ class ModelHolder:
 
     def close(self) -> None:
         self.swap(None)
+
+    def cache_stats(self) -> CacheStats | None:
+        """Prediction cache hits, misses and size (for the agent's telemetry); None when the cache is off."""
+        return self.cache.stats() if self.cache is not None else None
 
     def _publish(self, served: Served | None) -> None:
         m = self.metrics

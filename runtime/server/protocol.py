@@ -11,29 +11,29 @@ model input's dtype by the rules of `edgeml.tensors` (the same ones `Model.predi
 convert` apply), then only the shape is fitted; the feeds go to the session without another check.
 Client mistakes raise `RequestError` (reason "bad_request"), `DataError` ("bad_input") or
 `NotFoundError`; runtime/server/http.py maps reasons to statuses and answers `{"error": message}`.
+Tensors may instead travel as raw bytes after the JSON (the binary tensor data extension,
+runtime/server/binary.py); both kinds mix freely in one request.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgeml import __version__, dtypes, tensors
-from edgeml.errors import EdgeMLError
 from edgeml.schema import TensorSpec
 
+from . import binary
+from .errors import RequestError
+
 SERVER_NAME = "edgeml"
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [binary.EXTENSION]
+MAX_RANK = 32  # numpy's own limit on dimensions (a longer shape is refused, not a crash)
 _NUMPY_BY_OIP = {oip: dtypes.to_numpy(d.name) for oip, d in dtypes.BY_OIP.items()}
-
-
-class RequestError(EdgeMLError):
-    """A request the server cannot take as sent; `reason` picks the HTTP status (see http.py)."""
-
-    reason = "bad_request"
 
 
 def dumps(obj: Any) -> bytes:
@@ -60,6 +60,16 @@ def model_metadata(model) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded infer request: feeds ready for the session, the outputs to return and how."""
+
+    feeds: dict[str, np.ndarray]
+    outputs: list[str]
+    id: Any  # echoed in the response when not None
+    binary: frozenset[str]  # outputs to return as binary data (see binary.wanted); empty: all JSON
+
+
 class InferCodec:
     """Decode infer requests and encode responses for one model; built once per served model."""
 
@@ -73,12 +83,11 @@ class InferCodec:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def decode(self, body: bytes) -> tuple[dict[str, np.ndarray], list[str], Any]:
-        """Return (feeds ready for the session, output names to return, request id or None)."""
-        try:
-            request = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"request body is not valid JSON: {exc}") from None
+    def decode(self, body: bytes, header_length: str | None = None) -> InferRequest:
+        """Decode a JSON body, or a binary-extension body when `header_length` (the
+        Inference-Header-Content-Length header) is given."""
+        head, blob = binary.split(body, header_length)
+        request = _load_json(head)
         if not isinstance(request, dict):
             raise RequestError("request body must be a JSON object with an \"inputs\" array")
         tensors_in = request.get("inputs")
@@ -91,17 +100,33 @@ class InferCodec:
                 raise RequestError(f"input {name!r} appears twice in \"inputs\"")
             given[name] = tensor
         self._check_names(given)
-        feeds = {name: self._decode_tensor(name, tensor) for name, tensor in given.items()}
-        return feeds, self._requested(request.get("outputs")), request.get("id")
+        reader = binary.BinaryReader(blob)
+        feeds = {name: self._decode_tensor(name, tensor, reader) for name, tensor in given.items()}
+        reader.finish()
+        outputs = request.get("outputs")
+        names = self._requested(outputs)
+        chosen = binary.wanted(request.get("parameters"), outputs)
+        return InferRequest(feeds, names, request.get("id"), frozenset(chosen))
 
-    def _decode_tensor(self, name: str, tensor: dict[str, Any]) -> np.ndarray:
+    def _decode_tensor(self, name: str, tensor: dict[str, Any], reader: binary.BinaryReader) -> np.ndarray:
         check = self.checks[name]
-        shape, datatype = tensor["shape"], tensor["datatype"]
+        shape, datatype = tensor["shape"], tensor.get("datatype")
         _check_shape_and_datatype(name, shape, datatype)
         tensors.check_dtype(_NUMPY_BY_OIP[datatype], check.dtype, name, f"{datatype} data")
+        size = binary.binary_size(name, tensor.get("parameters"))
+        if size is None:
+            if "data" not in tensor:
+                raise RequestError(f"input {name!r} has neither \"data\" nor parameters.binary_data_size")
+            arr = _decode(name, shape, datatype, tensor["data"])
+        else:
+            if "data" in tensor:
+                raise RequestError(f"input {name!r} has both \"data\" and parameters.binary_data_size; send one")
+            arr = binary.decode(name, shape, datatype, reader.take(name, size))
+        if arr.size == 0:
+            raise RequestError(f"input {name!r}: shape {shape} holds no elements; send at least one sample")
         # Decoded as its datatype, then cast to the model's dtype (a no-op when they agree); the
         # input check itself then only compares rank and fixed dimensions.
-        return check(tensors.cast(_decode(name, shape, datatype, tensor["data"]), check.dtype, name))
+        return check(tensors.cast(arr, check.dtype, name))
 
     def _check_names(self, given: dict[str, Any]) -> None:
         unknown = [n for n in given if n not in self.checks]
@@ -125,18 +150,42 @@ class InferCodec:
 
     # -- responses --------------------------------------------------------------------------------
 
-    def encode(self, outputs: dict[str, np.ndarray], names: list[str], request_id: Any) -> bytes:
+    def encode(self, outputs: dict[str, np.ndarray], request: InferRequest) -> tuple[bytes, int | None]:
+        """(body, JSON header length when some outputs are binary, else None)."""
         response: dict[str, Any] = {"model_name": self.model_name, "model_version": self.model_version}
-        if request_id is not None:
-            response["id"] = request_id
-        response["outputs"] = [_tensor(name, outputs[name]) for name in names]
-        return dumps(response)
+        if request.id is not None:
+            response["id"] = request.id
+        if not request.binary:
+            response["outputs"] = [_tensor(name, outputs[name]) for name in request.outputs]
+            return dumps(response), None
+        tensors_out, blobs = [], []
+        for name in request.outputs:
+            if binary.is_binary(name, request.binary):
+                arr = np.asarray(outputs[name])
+                blob = binary.tensor_bytes(arr)
+                tensors_out.append({"name": name, "shape": list(arr.shape), "datatype": _oip_of(arr.dtype),
+                                    "parameters": {"binary_data_size": len(blob)}})
+                blobs.append(blob)
+            else:
+                tensors_out.append(_tensor(name, outputs[name]))
+        response["outputs"] = tensors_out
+        head = dumps(response)
+        return head + b"".join(blobs), len(head)
+
+
+def _load_json(head: bytes) -> Any:
+    try:
+        return json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("request body is nested too deeply") from None
 
 
 def _tensor_name(i: int, tensor: Any) -> str:
     if not isinstance(tensor, dict):
         raise RequestError(f"inputs[{i}] must be an object with name, shape, datatype and data")
-    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+    missing = [k for k in ("name", "shape", "datatype") if k not in tensor]
     if missing:
         raise RequestError(f"inputs[{i}] lacks {', '.join(missing)} (each input needs name, shape, datatype, data)")
     if not isinstance(tensor["name"], str):
@@ -146,9 +195,16 @@ def _tensor_name(i: int, tensor: Any) -> str:
 
 def _check_shape_and_datatype(name: str, shape: Any, datatype: Any) -> None:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-    if datatype not in _NUMPY_BY_OIP:
-        raise RequestError(f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(dtypes.BY_OIP)}")
+        raise RequestError(f"input {name!r}: shape must be a list of non-negative integers, got {_clip(shape)}")
+    if len(shape) > MAX_RANK:
+        raise RequestError(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK} are supported")
+    if not isinstance(datatype, str) or datatype not in _NUMPY_BY_OIP:
+        raise RequestError(f"input {name!r}: unknown datatype {_clip(datatype)}; use one of {', '.join(dtypes.BY_OIP)}")
+
+
+def _clip(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def tensor_array(name: str, shape: Any, datatype: Any, data: Any) -> np.ndarray:
@@ -171,7 +227,7 @@ def _decode(name: str, shape: list[int], datatype: str, data: Any) -> np.ndarray
     else:
         try:
             raw = np.asarray(data)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             raise RequestError(f"input {name!r}: data must be a (nested) array of numbers of equal lengths") from None
         arr = tensors.cast(raw.reshape(-1), _NUMPY_BY_OIP[datatype], name)
     if arr.size != count:
@@ -202,13 +258,15 @@ def _tensor(name: str, value: np.ndarray) -> dict[str, Any]:
         datatype = "BYTES"
     else:
         data = arr.reshape(-1).tolist()
-        datatype = _OIP_BY_NUMPY.get(arr.dtype) or _oip_name(arr.dtype)
+        datatype = _oip_of(arr.dtype)
     return {"name": name, "shape": list(arr.shape), "datatype": datatype, "data": data}
 
 
 _OIP_BY_NUMPY: dict[np.dtype, str] = {}  # filled as output dtypes are met: the lookup by name is slow
 
 
-def _oip_name(dt: np.dtype) -> str:
-    name = _OIP_BY_NUMPY[dt] = dtypes.from_numpy(dt).oip
+def _oip_of(dt: np.dtype) -> str:
+    name = _OIP_BY_NUMPY.get(dt)
+    if name is None:
+        name = _OIP_BY_NUMPY[dt] = dtypes.from_numpy(dt).oip
     return name
