@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from edgeml.compare import Tolerance
 
-from .options import Precision, Task
+from .kinds import Precision, Task
 
 # What every task gets at each precision (the `other` task's bound).
 _BASE: dict[Precision, Tolerance] = {

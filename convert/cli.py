@@ -127,7 +127,7 @@ def _print_result(result, signed: bool) -> None:
     for f in result.failed:
         rows.append([f.format, f.precision, "-", f.validation.get("max_abs_error"), f.validation.get("relative_error"),
                      None, f.validation.get("top1_agreement"), f.validation.get("metric_delta"), None,
-                     f"FAIL ({f.stage}, not shipped)", f.reason[:160]])
+                     "FAIL, not shipped", f"{f.stage}: {f.reason[:160]}"])
     print_table(f"{result.manifest.name} {result.manifest.version} ({result.manifest.task}) -> {result.bundle}",
                 ["format", "precision", "size", "max err", "rel err", "cos/IoU", "agreement", "metric Δ", "latency ms",
                  "validation", "note"], rows)
@@ -150,9 +150,10 @@ def _incomplete(result) -> str:
 def _name_and_version(source: str, name: str | None, version: str | None) -> tuple[str, str]:
     """--name/--version, defaulting to the run's name and run id for an `edgeml train` run directory."""
     if name is None or version is None:
+        from .sources.mlflow import registry_defaults
         from .sources.run_dir import run_defaults
 
-        defaults = run_defaults(source)
+        defaults = run_defaults(source) or registry_defaults(source)  # models:/NAME/VERSION names the bundle
         if defaults is None:
             missing = " and ".join(o for o, v in (("--name", name), ("--version", version)) if v is None)
             raise UsageError(f"missing option {missing} (only an `edgeml train` run directory supplies them)")

@@ -37,19 +37,24 @@ def _array_feature_extractor(onnx: Any, node: Any, inits: dict[str, Any]) -> lis
 
 
 def _imputer(onnx: Any, node: Any, inits: dict[str, Any]) -> list[Any] | None:
+    return imputer_as_where(onnx, node, inits, np.float32)
+
+
+def imputer_as_where(onnx: Any, node: Any, inits: dict[str, Any], dtype: type = np.float32) -> list[Any] | None:
+    """Imputer -> Where(IsNaN(x), fill, x) with `dtype` constants (ONNX Runtime's Imputer has no float64 kernel)."""
     attrs = {a.name: a for a in node.attribute}
     if "imputed_value_floats" not in attrs:
         return None  # integer imputation: keep the ai.onnx.ml node
     base = node.name or node.output[0]
     fill = f"{base}_fill"
-    inits[fill] = onnx.numpy_helper.from_array(np.asarray(list(attrs["imputed_value_floats"].floats), np.float32), fill)
+    inits[fill] = onnx.numpy_helper.from_array(np.asarray(list(attrs["imputed_value_floats"].floats), dtype), fill)
     replaced = attrs["replaced_value_float"].f if "replaced_value_float" in attrs else float("nan")
     missing = f"{base}_missing"
     if np.isnan(replaced):
         test = onnx.helper.make_node("IsNaN", [node.input[0]], [missing])
     else:
         value = f"{base}_replaced"
-        inits[value] = onnx.numpy_helper.from_array(np.asarray([replaced], np.float32), value)
+        inits[value] = onnx.numpy_helper.from_array(np.asarray([replaced], dtype), value)
         test = onnx.helper.make_node("Equal", [node.input[0], value], [missing])
     return [test, onnx.helper.make_node("Where", [missing, fill, node.input[0]], [node.output[0]])]
 

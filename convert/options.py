@@ -10,11 +10,15 @@ from edgeml.compare import Tolerance
 from edgeml.schema import TensorSpec
 from edgeml.task_metrics import AUTO_LAYOUT
 
+from .bounds import default_bound
+from .kinds import Precision, Task
 
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
+__all__ = ["CalibrationMethod", "ConvertOptions", "DEFAULT_TOLERANCES", "Precision", "QuantMode", "QuantOptions", "Task",
+           "ToleranceOverride"]
+
+
+# The `other` task's row of convert/bounds.py per precision (what every task gets at least).
+DEFAULT_TOLERANCES = {p: default_bound(Task.OTHER, p) for p in Precision}
 
 
 class QuantMode(str, Enum):
@@ -27,15 +31,6 @@ class CalibrationMethod(str, Enum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
-
-
-class Task(str, Enum):
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
-    EMBEDDING = "embedding"
-    DETECTION = "detection"
-    CLUSTERING = "clustering"
-    OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -91,15 +86,5 @@ class ConvertOptions:
 
     def tolerance_for(self, precision: Precision, task: Task = Task.OTHER) -> Tolerance:
         """The task's default bound at this precision (convert/bounds.py), with the command line's overrides."""
-        from .bounds import default_bound
-
         return self.tolerance.apply(default_bound(task, precision))
 
-
-def __getattr__(name: str):
-    """DEFAULT_TOLERANCES (per precision) is the `other` task's row of convert/bounds.py, kept for callers."""
-    if name == "DEFAULT_TOLERANCES":
-        from .bounds import default_bound
-
-        return {p: default_bound(Task.OTHER, p) for p in Precision}
-    raise AttributeError(name)

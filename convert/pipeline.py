@@ -73,6 +73,7 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
     failed: list[FailedTarget] = []
     with tempfile.TemporaryDirectory(prefix="edgeml-convert-") as scratch, BundleBuilder(options.out, force=options.force) as builder:
         ctx = ExportContext(source, options, calibration, builder.root, validation, Path(scratch))
+        ctx.cache["validation_reference"] = reference  # int8 recipes judge candidates against it (quantize/bound_check.py)
         for exp in exporters:
             for precision in options.precisions:
                 outcome = run_target(exp, precision, ctx, builder, reference, info, step)
@@ -93,7 +94,7 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
             inputs=source.schema.inputs, outputs=source.schema.outputs, labels=source.labels,
             artifacts=[r.entry for r in results], samples=builder.file_entry(SAMPLES_NAME),
             reference=reference_statistics(source.schema, stats_data.feeds, stats_outputs, info, stats_data.source),
-            metrics=source.metrics, failed=failed,
+            metrics=source.metrics, failed=failed, lineage=source.lineage,
         )
         bundle = builder.commit(manifest, sign_key)
     return ConversionResult(bundle, manifest, results, failed)

@@ -11,20 +11,23 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
+from edgeml.bundle import BundleBuilder
 from edgeml.errors import EdgeMLError, UsageError
 from edgeml.manifest import ARTIFACTS_DIR, ArtifactEntry, FailedTarget
 from edgeml.runtime.backends import BackendOptions, get_backend
 from edgeml.schema import Schema, TensorSpec
 
 from .execution import batch_size, measure_latency, run_all
-from .exporters import ExportContext
+from .exporters import ExportContext, Exporter
 from .options import Precision
 from .validate import TaskInfo, ValidationReport, validate
 
 Outputs = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,8 +53,8 @@ def crash_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def run_target(exp, precision: Precision, ctx: ExportContext, builder, reference: Outputs, info: TaskInfo,
-               step) -> ArtifactResult | FailedTarget:
+def run_target(exp: Exporter, precision: Precision, ctx: ExportContext, builder: BundleBuilder, reference: Outputs,
+               info: TaskInfo, step: Callable[[str], None]) -> ArtifactResult | FailedTarget:
     """Export and validate one target; the result, or the reason it failed (its files removed)."""
     options, source, validation = ctx.options, ctx.source, ctx.validation
     key = f"{exp.format}/{precision.value}"
@@ -80,7 +83,7 @@ def run_target(exp, precision: Precision, ctx: ExportContext, builder, reference
     return ArtifactResult(entry, report)
 
 
-def _guard(stage: str, fn):
+def _guard(stage: str, fn: Callable[[], T]) -> T:
     """Run one step; a usage mistake stops the command, anything else fails this target only."""
     try:
         return fn()

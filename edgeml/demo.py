@@ -117,7 +117,8 @@ def start_devices(config: DemoConfig, state: DemoState, say: Say) -> None:
                                   traffic=_held_out_inputs(config), backends=[BACKENDS[i % len(BACKENDS)] for i in range(config.devices)],
                                   broker_login=lambda device_id: provision_device(state.service, device_id)["device_url"])
     state.simulation = Simulation(sim_config).start()
-    _wait(lambda: len(_api(state, "GET", "/api/v1/devices")) >= config.devices, 60, "devices to register")
+    # Provisioned devices are listed before they connect: wait until each has reported its tags.
+    _wait(lambda: len(_api(state, "GET", "/api/v1/devices?tag=demo=yes")) >= config.devices, 60, "devices to register")
     say(f"{config.devices} simulated devices online (a mixed fleet: each has one of {', '.join(BACKENDS)} and installs that format)")
 
 

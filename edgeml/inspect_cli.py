@@ -42,3 +42,6 @@ def inspect_bundle(bundle: Path, verify_key: Path | None, as_json: bool) -> None
                      v.get("top1_agreement"), v.get("metric_delta"), a.latency.get("median_ms"),
                      "pass" if v.get("passed") else "FAIL"])
     print_table("artifacts", ["format", "precision", "backend", "size", "max err", "agreement", "metric Δ", "latency ms", "validation"], rows)
+    if m.failed:
+        print_table("failed targets (not shipped)", ["format", "precision", "backend", "stage", "reason"],
+                    [[f.format, f.precision, f.backend, f.stage, f.reason] for f in m.failed])

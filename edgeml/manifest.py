@@ -75,6 +75,7 @@ class Manifest:
     reference: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     failed: list[FailedTarget] = field(default_factory=list)  # requested targets not shipped, with reasons
+    lineage: dict[str, Any] | None = None  # where the model came from: source URI, MLflow/train run ids, data sha256
     format_version: int = FORMAT_VERSION
 
     def artifact(self, format: str, precision: str) -> ArtifactEntry:
@@ -104,6 +105,7 @@ class Manifest:
             "reference": self.reference,
             "metrics": self.metrics,
             "failed": [f.to_dict() for f in self.failed],
+            "lineage": self.lineage,
         }
 
     def to_json_bytes(self) -> bytes:
@@ -125,7 +127,7 @@ class Manifest:
                 samples=FileEntry.parse(d["samples"], "samples") if d.get("samples") else None,
                 reference=d.get("reference", {}), metrics=d.get("metrics", {}),
                 failed=[FailedTarget.parse(f, f"failed[{i}]") for i, f in enumerate(d.get("failed") or [])],
-                format_version=version,
+                lineage=_lineage(d.get("lineage")), format_version=version,
             )
         except ProtocolError as exc:
             # A path escaping the bundle is tampering, not a typo: refuse it as an integrity failure.
@@ -140,6 +142,16 @@ class Manifest:
             return cls.from_dict(json.loads(data))
         except json.JSONDecodeError as exc:
             raise BundleError(f"manifest.json is not valid JSON: {exc}") from None
+
+
+def _lineage(value: Any) -> dict[str, Any] | None:
+    """An optional flat mapping of short strings (or null); anything else is a malformed manifest."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > 32 or not all(
+            isinstance(k, str) and (v is None or (isinstance(v, str) and len(v) <= 2000)) for k, v in value.items()):
+        raise ValueError("lineage must be a mapping of names to strings")
+    return dict(value)
 
 
 def _json_default(obj: Any) -> Any:

@@ -41,7 +41,7 @@ def is_file_store(uri: str) -> bool:
 
 def connect(uri: str | None) -> ModuleType:
     """Import mlflow (naming the extra when missing), point it at `uri` (None: $MLFLOW_TRACKING_URI)."""
-    mlflow = require("mlflow", "mlflow", "mlflow-skinny")
+    mlflow = require("mlflow", "mlflow")
     uri = uri or os.environ.get(TRACKING_ENV)
     if not uri:
         raise UsageError(f"no MLflow tracking URI: set {TRACKING_ENV} to the URI given to `edgeml train --mlflow` "

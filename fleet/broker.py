@@ -10,58 +10,81 @@ shared subscriptions.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import threading
 from typing import Any
 
 from edgeml.errors import EdgeMLError, require
 
-# Client ids whose clean-session deletion amqtt asked for before the client authenticated (see _AuthFirst).
-_DEFERRED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("edgeml_deferred_deletes", default=None)
-
-
 class _SnapshotDict(dict):
-    """amqtt 0.12 iterates its subscription table across awaits while other clients (un)subscribe
-    ("dictionary changed size during iteration" drops a connecting client); iterate a snapshot."""
+    """amqtt 0.12 iterates its subscription table across awaits (the topic checks of the authenticated
+    broker await in its broadcast loop) while other clients (un)subscribe: "dictionary changed size during
+    iteration" drops a connecting client or a message. Iterate a snapshot."""
 
     def __iter__(self):
         return iter(list(super().keys()))
 
+    def items(self):
+        return list(super().items())
+
+    def keys(self):
+        return list(super().keys())
+
+    def values(self):
+        return list(super().values())
+
 
 def _auth_first_broker(base: type) -> type:
-    """amqtt 0.12 acts on a CONNECT before checking its credentials: a clean-session CONNECT deletes the
-    session of that client id, and a second connection with a connected client's id takes it over, even
-    when the newcomer is then refused. This broker refuses first and lets only authenticated clients
-    touch an existing session."""
+    """amqtt 0.12 acts on a CONNECT before it checks the credentials: a clean-session CONNECT deletes the
+    session of that client id, a persistent one overwrites the connected client's username and Last Will,
+    and a second connection with a connected client's id takes it over, even when the newcomer is then
+    refused. This broker checks the credentials first (written against amqtt 0.12's
+    Broker._initialize_client_session, which it replaces) and lets only an authenticated client touch an
+    existing session."""
+    from amqtt.errors import AMQTTError, MQTTError, NoDataError
     from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+    from amqtt.utils import gen_client_id
+
+    from .provision import FLEET_USERNAME
 
     class _AuthFirst(base):  # type: ignore[misc, valid-type]
-        async def _initialize_client_session(self, *args: Any) -> Any:
-            token = _DEFERRED.set([])
+        async def _initialize_client_session(self, reader: Any, writer: Any, address: str, port: int) -> Any:
             try:
-                handler, session = await super()._initialize_client_session(*args)
-                session.edgeml_deferred_deletes = _DEFERRED.get()
-            finally:
-                _DEFERRED.reset(token)
-            return handler, session
-
-        async def _delete_session(self, client_id: str) -> None:
-            pending = _DEFERRED.get()
-            if pending is not None:
-                pending.append(client_id)
-                return
-            await super()._delete_session(client_id)
-
-        async def _handle_client_session(self, reader: Any, writer: Any, client_session: Any, *rest: Any) -> None:
-            listener = rest[-1]
-            if not await self._authenticate(client_session, self.listeners_config[listener]):
+                handler, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            except (AMQTTError, MQTTError, NoDataError, OSError) as exc:  # a bad first packet, or the client left
+                raise AMQTTError(exc) from exc  # (the fleet's MQTT 5 probe): logged by the caller, no traceback
+            if not await self._authenticate(session, None):
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
                 await writer.close()
-                return
-            for client_id in getattr(client_session, "edgeml_deferred_deletes", []):
-                await self._delete_session(client_id)
-            await super()._handle_client_session(reader, writer, client_session, *rest)
+                raise AMQTTError(f"client {session.client_id!r} from {address}:{port} not authorized")
+            # From here on, amqtt's own session handling, for an authenticated client only.
+            if session.clean_session:
+                if session.client_id:
+                    await self._delete_session(session.client_id)
+                else:
+                    session.client_id = gen_client_id()
+                session.parent = 0
+            elif session.client_id in self._sessions:
+                existing, _ = self._sessions[session.client_id]
+                for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username", "password"):
+                    setattr(existing, name, getattr(session, name))
+                session = existing
+                session.parent = 1
+            else:
+                session.parent = 0
+            delay = self.config.get("timeout-disconnect-delay", 0)
+            if session.keep_alive > 0 and isinstance(delay, int):
+                session.keep_alive += delay
+            session.edgeml_fleet = session.username == FLEET_USERNAME  # authenticated as the fleet
+            return handler, session
+
+        async def _topic_filtering(self, session: Any, topic: str, action: Any) -> bool:
+            # The fleet's own (authenticated) user may use every topic: skip the plugin round trip (two
+            # tasks per message) on the path every telemetry message takes to the fleet.
+            if session is not None and session.username == FLEET_USERNAME and getattr(session, "edgeml_fleet", False):
+                return True
+            return await super()._topic_filtering(session, topic, action)
 
     return _AuthFirst
 

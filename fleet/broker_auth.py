@@ -20,7 +20,7 @@ from edgeml.protocol import DEVICE_PUBLISHES, DEVICE_SUBSCRIBES, Topics, valid_d
 
 from .provision import FLEET_USERNAME, RESERVED_PREFIX, verify_mosquitto_hash
 
-log = logging.getLogger("edgeml.fleet.broker")
+log = logging.getLogger("edgeml.fleet")
 CredentialLookup = Callable[[str], "str | None"]  # device id -> its stored credentials hash (None: not provisioned)
 
 

@@ -123,6 +123,11 @@ class IngestWorkers:
                 continue
             self._latest[index] = tuple(latest)
 
+    @property
+    def ready(self) -> int:
+        """Workers connected and subscribed (each reports once its MQTT session is up)."""
+        return len(self._latest)
+
     def stats(self) -> tuple[dict[str, Any], int, int, int]:
         """The workers' merged counters snapshot, telemetry rows stored, duplicates ignored, acks sent."""
         latest = list(self._latest.values())

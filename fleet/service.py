@@ -159,7 +159,8 @@ class FleetService:
             snapshot = merge_snapshots([snapshot, theirs])
             stored, duplicates, acks = stored + worker_stored, duplicates + worker_duplicates, acks + worker_acks
         return {**snapshot, "telemetry_stored": stored, "telemetry_duplicates": duplicates, "telemetry_acks": acks,
-                "read_skipped": dict(SKIPPED), "ingest_workers": max(1, self.config.ingest_workers)}
+                "read_skipped": dict(SKIPPED), "ingest_workers": max(1, self.config.ingest_workers),
+                "ingest_workers_ready": self.workers.ready if self.workers is not None else 1}
 
     # -- queries used by the API ------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:

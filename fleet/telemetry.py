@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -63,6 +63,7 @@ class TelemetryIngest:
         self.pending: deque[tuple] = deque()
         self.stored = 0
         self.duplicates = 0
+        self.failed_flushes = 0  # flushes that found the database away (rows kept)
         self.on_stored, self.on_dropped, self.acks = on_stored, on_dropped, acks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
@@ -99,6 +100,7 @@ class TelemetryIngest:
             except Exception:
                 if not self._write_each(rows):  # the database is away: keep the rows, retry on the next flush
                     self.pending.extendleft(reversed(rows))
+                    self.failed_flushes += 1
                     return
 
     def _write_each(self, rows: list[tuple]) -> bool:
@@ -153,22 +155,36 @@ class TelemetryIngest:
 # contract again on read, and a row that does not parse is skipped (counted in `SKIPPED`), never
 # passed on to an aggregate, a gate or the API.
 SKIPPED = Counter()
+# Stored rows never change: each is parsed once and kept (bounded, oldest out) for the reads that follow,
+# so the rollout engine's gates and the API do not re-parse the window every second. Read-only dicts.
+_PARSED: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+_PARSED_MAX = 20_000
+_PARSED_LOCK = threading.Lock()
 
 
 def rows_since(engine: Engine, since: float, device_id: str | None = None) -> list[dict[str, Any]]:
-    q = select(db.telemetry.c.device_id, db.telemetry.c.model, db.telemetry.c.version, db.telemetry.c.payload,
-               db.telemetry.c.received_at).where(db.telemetry.c.received_at >= since)
+    t = db.telemetry
+    q = select(t.c.id, t.c.device_id, t.c.model, t.c.version, t.c.payload, t.c.received_at, t.c.seq) \
+        .where(t.c.received_at >= since)
     if device_id:
-        q = q.where(db.telemetry.c.device_id == device_id)
+        q = q.where(t.c.device_id == device_id)
     with engine.connect() as conn:
         found = conn.execute(q).all()
     rows = []
     for r in found:
-        row = stored_row(r.device_id, r.model, r.version, r.payload, r.received_at)
+        key = (id(engine), r.id, r.device_id, r.seq, r.received_at, r.model, r.version)
+        with _PARSED_LOCK:
+            row = _PARSED.get(key)
         if row is None:
-            SKIPPED["telemetry"] += 1
-        else:
-            rows.append(row)
+            row = stored_row(r.device_id, r.model, r.version, r.payload, r.received_at)
+            if row is None:
+                SKIPPED["telemetry"] += 1
+                continue
+            with _PARSED_LOCK:
+                _PARSED[key] = row
+                if len(_PARSED) > _PARSED_MAX:
+                    _PARSED.popitem(last=False)
+        rows.append(row)
     return rows
 
 

@@ -4,8 +4,9 @@ The fleet publishes `TelemetryAck(seq=N)` retained, QoS 1, on `PREFIX/devices/ID
 telemetry message of that device with seq <= N is durably stored (duplicates count: a copy stored
 earlier is stored), so the device may drop them from its outbox. Retained, so a device that
 reconnects learns where it stands at once. Acks are batched: at most one per device per
-`MIN_INTERVAL_S`; a newer ack replaces a pending one; a publish that fails (broker away) is retried
-on the next flush; `flush(force=True)` on a clean stop sends what is pending.
+`MIN_INTERVAL_S`; a newer ack replaces a pending one; a stored row at or below the last ack (a
+device resending after a reconnect) sends that ack again; a publish that fails (broker away) is
+retried on the next flush; `flush(force=True)` on a clean stop sends what is pending.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from edgeml.protocol import Topics
 log = logging.getLogger("edgeml.fleet")
 Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain
 MIN_INTERVAL_S = 1.0
-MAX_DEVICES = 100_000  # pending acks kept; beyond, the smallest-seq entries wait for the next stored row
+MAX_DEVICES = 100_000  # devices with a pending ack; beyond, a new device waits for its next stored row
 
 
 class TelemetryAcks:
@@ -36,9 +37,11 @@ class TelemetryAcks:
         """(device_id, seq) of rows just committed (or found already stored)."""
         with self._lock:
             for device_id, seq in rows:
-                sent = self._sent.get(device_id, (-1, 0.0))[0]
-                if seq > max(self._pending.get(device_id, -1), sent) and len(self._pending) < MAX_DEVICES:
-                    self._pending[device_id] = seq
+                # A resend of what was acked already gets the ack again: the broker may have lost the
+                # retained one (a restart without persistence), and the device waits for it.
+                best = max(seq, self._pending.get(device_id, -1), self._sent.get(device_id, (-1, 0.0))[0])
+                if device_id in self._pending or len(self._pending) < MAX_DEVICES:
+                    self._pending[device_id] = best
 
     def flush(self, force: bool = False) -> int:
         """Publish the pending acks that are due (all of them with force); returns how many were sent."""

@@ -9,6 +9,7 @@ from typing import Any
 from edgeml.bundle import read_manifest
 from edgeml.errors import UsageError
 from edgeml.messages import Reported
+from edgeml.mqtt import BrokerAddress
 from edgeml.protocol import ProtocolError, valid_device_id
 
 from .integrity import public_key
@@ -32,12 +33,15 @@ def parse_tags(text: str) -> dict[str, str]:
 
 def start_agent(daemon: Daemon, bundle: Path | None, fleet_url: str, device_id: str | None, store: Path | None,
                 tags: str, verify_key: Path | None, fleet_key: Path | None, interval: float, insecure: bool,
-                backend: Any, precision: Any, threads: int | None):
+                backend: Any, precision: Any, threads: int | None, download: Any = None):
     from .agent import AgentConfig, DeviceAgent
     from .agent.store import DeviceStore
 
     if not device_id or not valid_device_id(device_id):
         raise UsageError("--fleet needs --device-id (letters, digits, '.', '_' and '-')")
+    login = BrokerAddress.parse(fleet_url).username  # also checks the URL's form
+    if login is not None and login != device_id:  # brokers set up by `edgeml fleet provision` refuse any other
+        raise UsageError(f"--fleet logs in as {login!r}: a device's MQTT username is its --device-id ({device_id!r})")
     if store is None:
         raise UsageError("--fleet needs --store DIR for installed versions and state")
     if verify_key is None and not insecure:
@@ -47,6 +51,8 @@ def start_agent(daemon: Daemon, bundle: Path | None, fleet_url: str, device_id: 
     desired_key = public_key(fleet_key) if fleet_key else bundle_key
     config = AgentConfig(fleet_url, device_id, store, parse_tags(tags), bundle_key, desired_key, interval,
                          preference=Preference.resolve(backend, precision), threads=threads)
+    if download is not None:  # DownloadLimits: deadline and minimum rate of one install's downloads
+        config.download = download
     if bundle is not None:
         _seed(DeviceStore(store), bundle)
     agent = DeviceAgent(config, daemon.holder)

@@ -172,6 +172,8 @@ class ServerMetrics:
         self.connections.set(0)
         self.cache_entries.set(0)
         self.cache_capacity.set(0)
+        self.cache_hits.inc(0)
+        self.cache_misses.inc(0)
 
     def render(self) -> bytes:
         return self.registry.render()

@@ -24,7 +24,8 @@ def _listed(run_cli, *flags: str) -> dict[tuple[str, str, str], dict]:
 def test_list_formats_json_gives_every_combination_with_its_rules(run_cli):
     table = _listed(run_cli, "--list-formats", "--json")
     assert table == _listed(run_cli, "--json", "--list-formats")  # flag order does not matter
-    assert len(table) == 4 * 3 * 3
+    assert len(table) == 5 * 3 * 3  # run dirs delegate; onnx, booster, pytorch, sklearn, keras
+    assert any("ai.onnx.ml" in rule for rule in table["booster", "openvino", "fp32"]["limits"])
     # The model-dependent rules the exporters check, where they can bite:
     assert any("ai.onnx.ml" in rule for rule in table["sklearn", "tflite", "fp32"]["limits"])
     assert any("ai.onnx.ml" in rule for rule in table["sklearn", "openvino", "int8"]["limits"])

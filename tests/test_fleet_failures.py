@@ -51,7 +51,7 @@ def desired(fleet, device_id: str, seq: int, version: str, manifest_version: str
     mv = manifest_version or version
     return {"device_id": device_id, "seq": seq, "model": "iris", "version": version,
             "manifest_url": f"{base}/models/iris/{mv}/manifest.json", "signature_url": f"{base}/models/iris/{mv}/manifest.sig",
-            "blob_url": blob_url or f"{base}/blobs/", "issued_at": time.time()}
+            "blob_url": blob_url or f"{base}/blobs/", "issued_at": time.time(), "expires_at": time.time() + 3600}
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ def test_simulated_devices_register_install_and_send_telemetry(tmp_path, keys, b
                  "--telemetry-interval", "0.3", "--rps", "20", "--store", str(tmp_path / "sim"), "--verify-key", str(keys[1])],
                 tmp_path / "sim.log", tmp_path)
     try:
-        wait_until(lambda: len(fleet.get("/api/v1/devices")) == 5, 60, "5 simulated devices")
+        # provisioned devices are listed at once; wait until each has connected and reported its tags
+        wait_until(lambda: len(fleet.get("/api/v1/devices?tag=lab=1")) == 5, 60, "5 simulated devices")
         assert push(fleet, bundles[0])[0] == 201
         status, body = assign(fleet, "iris", "1.0", selector={"lab": "1"})
         assert status == 200 and len(body["assigned"]) == 5

@@ -354,3 +354,120 @@ def test_malformed_request_heads_get_a_4xx_and_the_connection_closes(serve, mlp,
     statuses, closed = _raw_exchange(daemon.url, _post(b"{}", *headers))
     assert [s.split()[1] for s in statuses] == [status] and closed
     assert client.get("/v2/health/live") == (200, {"live": True})
+
+
+# -- the binary tensor data extension (as Triton/KServe clients send it) -------------------------
+
+def _binary_post(client: Client, path: str, head: dict, tail: bytes, header_length: int | None = None):
+    import json
+
+    js = json.dumps(head).encode()
+    length = len(js) if header_length is None else header_length
+    client.conn.request("POST", path, body=js + tail, headers={"Inference-Header-Content-Length": str(length),
+                                                                "Content-Type": "application/octet-stream"})
+    r = client.conn.getresponse()
+    payload = r.read()
+    n = r.getheader("Inference-Header-Content-Length")
+    if n is None:
+        return r.status, json.loads(payload), b""
+    return r.status, json.loads(payload[:int(n)]), payload[int(n):]
+
+
+def test_tritonclient_infers_with_binary_inputs_and_outputs(serve, mlp):
+    httpclient = pytest.importorskip("tritonclient.http")
+    daemon, _ = serve(mlp)
+    client = httpclient.InferenceServerClient(daemon.url[len("http://"):])
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    x = _x(3)
+    tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    expected = mlp.predict(x)
+    result = client.infer("mlp", [tensor])  # the client's default: every output in binary
+    assert all("data" not in o and o["parameters"]["binary_data_size"] > 0 for o in result.get_response()["outputs"])
+    np.testing.assert_array_equal(result.as_numpy("label"), expected["label"])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected["probabilities"], rtol=1e-6)
+    mixed = client.infer("mlp", [tensor], outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=False),
+                                                   httpclient.InferRequestedOutput("label", binary_data=True)])
+    np.testing.assert_array_equal(mixed.as_numpy("label"), expected["label"])
+    np.testing.assert_allclose(mixed.as_numpy("probabilities"), expected["probabilities"], rtol=1e-6)
+    assert "data" in mixed.get_output("probabilities") and "data" not in mixed.get_output("label")
+    client.close()
+
+
+def test_tritonclient_sends_bytes_tensors_for_string_columns(serve, tabular):
+    httpclient = pytest.importorskip("tritonclient.http")
+    daemon, _ = serve(tabular)
+    client = httpclient.InferenceServerClient(daemon.url[len("http://"):])
+    inputs, reference = samples(bundles().tabular)
+    tensors = []
+    for name, value in inputs.items():
+        is_text = value.dtype.kind in "USO"
+        t = httpclient.InferInput(name, list(value.shape), "BYTES" if is_text else httpclient.np_to_triton_dtype(value.dtype))
+        t.set_data_from_numpy(value.astype(object) if is_text else value, binary_data=True)
+        tensors.append(t)
+    result = client.infer("tabular", tensors)
+    np.testing.assert_array_equal(result.as_numpy("label"), reference["label"])
+    client.close()
+
+
+def test_binary_request_by_hand_mixes_json_and_binary_inputs(serve, tabular):
+    import struct
+
+    _, client = serve(tabular)
+    inputs, reference = samples(bundles().tabular)
+    head, tail = {"inputs": [], "outputs": [{"name": "label", "parameters": {"binary_data": True}}]}, b""
+    for name, value in inputs.items():
+        if value.dtype.kind in "USO":  # BYTES: each element a 4-byte little-endian length, then its bytes
+            blob = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in value.reshape(-1).tolist())
+            head["inputs"].append({"name": name, "shape": list(value.shape), "datatype": "BYTES",
+                                   "parameters": {"binary_data_size": len(blob)}})
+            tail += blob
+        else:  # JSON data beside the binary input
+            head["inputs"].append(infer_body({name: value})["inputs"][0])
+    status, response, data = _binary_post(client, "/v2/models/tabular/infer", head, tail)
+    assert status == 200, response
+    label = next(o for o in response["outputs"] if o["name"] == "label")
+    assert label["datatype"] == "INT64" and label["parameters"] == {"binary_data_size": len(data)}
+    np.testing.assert_array_equal(np.frombuffer(data, "<i8"), reference["label"])
+
+
+@pytest.mark.parametrize("size_delta, header_delta, tail_extra, message", [
+    (-4, 0, b"", "binary_data_size is 60 bytes but shape [1, 16] of FP32 takes 64"),
+    (0, 0, b"xx", "2 bytes after the JSON header belong to no input"),
+    (0, 10_000, b"", "but the body has only"),
+    (4, 0, b"", "runs past the end of the body"),
+])
+def test_malformed_binary_requests_get_400(serve, mlp, size_delta, header_delta, tail_extra, message):
+    import json
+
+    _, client = serve(mlp)
+    x = _x(1).astype("<f4")
+    head = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32",
+                        "parameters": {"binary_data_size": x.nbytes + size_delta}}]}
+    status, body, _ = _binary_post(client, "/v2/models/mlp/infer", head, x.tobytes() + tail_extra,
+                                   len(json.dumps(head).encode()) + header_delta)
+    assert status == 400 and message in body["error"], body
+    assert client.post("/v2/models/mlp/infer", infer_body({"input": _x(1)}))[0] == 200
+
+
+def test_binary_size_without_the_header_is_refused(serve, mlp):
+    _, client = serve(mlp)
+    body = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "parameters": {"binary_data_size": 64}}]}
+    status, response = client.post("/v2/models/mlp/infer", body)
+    assert status == 400 and "no Inference-Header-Content-Length header" in response["error"]
+
+
+def test_bytes_and_bool_tensors_round_trip_through_the_binary_encoding():
+    from edgeml.runtime.server import binary
+
+    text = np.array([["héllo", ""], ["a", "zz"]])
+    raw = binary.tensor_bytes(text)
+    assert raw[:4] == (6).to_bytes(4, "little") and len(raw) == 4 * 4 + 6 + 0 + 1 + 2
+    np.testing.assert_array_equal(binary.decode("t", [2, 2], "BYTES", memoryview(raw)), text)
+    flags = np.array([True, False, True])
+    assert binary.tensor_bytes(flags) == b"\x01\x00\x01"
+    np.testing.assert_array_equal(binary.decode("b", [3], "BOOL", memoryview(b"\x01\x00\x01")), flags)
+    with pytest.raises(binary.RequestError, match="BOOL elements must be bytes 0 or 1"):
+        binary.decode("b", [1], "BOOL", memoryview(b"\x02"))
+    half = np.array([1.5, -2.0], np.float16)
+    np.testing.assert_array_equal(binary.decode("h", [2], "FP16", memoryview(binary.tensor_bytes(half))), half)

@@ -13,7 +13,7 @@ from edgeml.table import print_table
 from .config import load_config
 from .data import DATASETS
 from .models import MODELS
-from .options import Device, SearchKind, TaskKind, TrainOptions
+from .options import Device, ExplainKind, SearchKind, TaskKind, TrainOptions
 
 
 @click.command("train")
@@ -36,14 +36,20 @@ from .options import Device, SearchKind, TaskKind, TrainOptions
 @click.option("--device", type=click.Choice([d.value for d in Device]), default="cpu", show_default=True, help="PyTorch models.")
 @click.option("--epochs", type=int, help="PyTorch models: maximum epochs (early stopping may end sooner).")
 @click.option("--jobs", "n_jobs", type=int, default=-1, show_default=True, help="Parallel processes for CV and search (-1: all cores).")
-@click.option("--mlflow", "mlflow_uri", metavar="URI", help="Log the run to MLflow at URI (needs edgeml[mlflow]).")
+@click.option("--explain", type=click.Choice([e.value for e in ExplainKind]), default=ExplainKind.PERMUTATION.value,
+              show_default=True, help="Feature importance in the report: permutation, SHAP (slower, needs shap) or none.")
+@click.option("--robustness/--no-robustness", default=True, show_default=True,
+              help="Report the test metric under Gaussian input noise (and FGSM for PyTorch models).")
+@click.option("--mlflow", "mlflow_uri", metavar="URI",
+              help="Log the run and its model to MLflow: file:./mlruns, sqlite:///mlflow.db or http://host:port (needs edgeml[mlflow]).")
+@click.option("--register", metavar="NAME", help="With --mlflow: register the model as a new version of NAME.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def train(config: Path | None, data: Path | None, dataset: str | None, target: str | None, task: str | None, model: str | None,
           search: str, trials: int, cv: int, test_size: float, sensitive: str | None, bias_threshold: float,
-          positive_label: str | None, seed: int, device: str, epochs: int | None, n_jobs: int, mlflow_uri: str | None,
-          out: Path | None, force: bool, as_json: bool) -> None:
+          positive_label: str | None, seed: int, device: str, epochs: int | None, n_jobs: int, explain: str, robustness: bool,
+          mlflow_uri: str | None, register: str | None, out: Path | None, force: bool, as_json: bool) -> None:
     """Train a model with cross-validation, search, evaluation and bias checks into a run directory.
 
     The run directory holds the model, metrics.json, report.html, reference histograms and
@@ -60,11 +66,13 @@ def train(config: Path | None, data: Path | None, dataset: str | None, target: s
         out=Path(out), model=model, data=Path(data) if data else None, dataset=dataset, target=target,
         task=TaskKind(task) if task else None, search=SearchKind(search), trials=trials, cv=cv, test_size=test_size,
         sensitive=sensitive, bias_threshold=bias_threshold, positive_label=positive_label, seed=seed, device=Device(device),
-        epochs=epochs, n_jobs=n_jobs, mlflow=mlflow_uri, force=force,
+        epochs=epochs, n_jobs=n_jobs, mlflow=mlflow_uri, register=register, explain=ExplainKind(explain),
+        robustness=robustness, force=force,
     )
     result = run_train(options, Reporter(quiet=as_json))
     if as_json:
-        click.echo(json.dumps({"out": str(result.out), "convert": result.convert_command, **result.summary}, indent=2))
+        logged = result.mlflow.to_dict() if result.mlflow else None
+        click.echo(json.dumps({"out": str(result.out), "convert": result.convert_command, **result.summary, "mlflow": logged}, indent=2))
         return
     _print(result)
 
@@ -83,5 +91,19 @@ def _print(result) -> None:
         b = s["bias"]
         state = f"FLAGGED ({', '.join(b['flagged'])})" if b["flagged"] else "no gap above threshold"
         click.echo(f"bias by {b['column']}: gaps {json.dumps(b['gaps'])}, threshold {b['threshold']}: {state}")
+    if s.get("robustness"):
+        click.echo(robustness_line(s["robustness"]))
+    if result.mlflow:
+        m = result.mlflow
+        click.echo(f"mlflow: run {m.run_id}, model {m.model_uri}" + (f", registered as {m.registered}" if m.registered else ""))
     click.echo(f"report: {result.out / 'report.html'}")
     click.echo(f"next: {result.convert_command}")
+
+
+def robustness_line(rob: dict) -> str:
+    """One line: the metric clean, under each noise strength and (torch) each FGSM epsilon."""
+    noise = ", ".join(f"{r['strength']}σ {r['value']:.3f}" for r in rob["noise"])
+    line = f"robustness ({rob['metric']} on {rob['rows']} test rows): clean {rob['baseline']:.3f}; noise {noise}"
+    if rob.get("fgsm"):
+        line += "; FGSM " + ", ".join(f"ε={r['epsilon']}σ {r['value']:.3f}" for r in rob["fgsm"])
+    return line

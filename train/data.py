@@ -47,25 +47,31 @@ class TableData:
     missing_target_dropped: int = 0
     empty_columns_dropped: list[str] = field(default_factory=list)
     missing_values: dict[str, int] = field(default_factory=dict)  # column -> count, before imputation
+    sha256: str | None = None  # of the data as read (train.lineage), before cleaning
 
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "rows_read": self.rows_read, "rows_used": len(self.frame),
                 "columns": len(self.frame.columns), "duplicates_dropped": self.duplicates_dropped,
                 "missing_target_dropped": self.missing_target_dropped,
-                "empty_columns_dropped": self.empty_columns_dropped, "missing_values": self.missing_values}
+                "empty_columns_dropped": self.empty_columns_dropped, "missing_values": self.missing_values,
+                "sha256": self.sha256}
 
 
 def load(options: TrainOptions) -> TableData:
     if (options.data is None) == (options.dataset is None):
         raise UsageError("give exactly one of --data FILE (.csv or .parquet) and --dataset NAME "
                          f"({', '.join(DATASETS)})")
+    from .lineage import data_sha256
+
     if options.dataset is not None:
         frame, image_shape, source = _bundled(options.dataset), DATASETS[options.dataset].image_shape, options.dataset
         target = options.target or BUNDLED_TARGET
     else:
         frame, image_shape, source = _read_file(Path(options.data)), None, Path(options.data).name
         target = options.target
-    return clean(frame, target, options, source, image_shape)
+    table = clean(frame, target, options, source, image_shape)
+    table.sha256 = data_sha256(Path(options.data) if options.data is not None else None, frame)
+    return table
 
 
 def _bundled(name: str) -> Any:

@@ -117,6 +117,7 @@ def render(summary: dict[str, Any]) -> str:
                   f"<p class='{'flag' if bias['flagged'] else 'ok'}'>"
                   + (f"FLAGGED: gap above {bias['threshold']} in {', '.join(bias['flagged'])}" if bias["flagged"]
                      else f"no gap above {bias['threshold']}") + "</p>"]
+    parts += robustness_section(summary.get("robustness"))
     for plot_id, (title, fn) in PLOTS.items():
         image = fn(summary)
         if image:
@@ -124,6 +125,18 @@ def render(summary: dict[str, Any]) -> str:
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 8px}.flag{color:#b00;font-weight:bold}.ok{color:#070}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>edgeml train {_e(summary['name'])}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def robustness_section(rob: dict[str, Any] | None) -> list[str]:
+    """The metric under perturbations (train.robustness), right after the bias section."""
+    if not rob:
+        return []
+    rows = [["none (clean)", "", rob["baseline"], ""]]
+    rows += [["Gaussian noise", f"{r['strength']} σ", r["value"], r["drop"]] for r in rob["noise"]]
+    rows += [["FGSM", f"ε = {r['epsilon']} σ", r["value"], r["drop"]] for r in rob.get("fgsm") or []]
+    return [f"<h2 id='robustness'>Robustness: {_e(rob['metric'])} under input perturbations</h2>",
+            _table(["perturbation", "strength", rob["metric"], "drop"], rows),
+            f"<p>{rob['rows']} test rows; strengths in {_e(rob['units'])}; noise on {rob['perturbed_features']} numeric feature(s).</p>"]
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> str:

@@ -7,7 +7,7 @@
   worst-case step of size eps (in the same per-feature std units) at each of FGSM_EPSILONS.
 
 The metric is accuracy for classification and R² for regression, computed on at most ROWS rows of
-the test split (cheap: a few predictions). Clustering has no ground truth and gets no section.
+the test split (cheap: a few predictions; each noise strength averages NOISE_REPEATS draws). Clustering has no ground truth and gets no section.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .options import TaskKind
 NOISE_STRENGTHS = (0.1, 0.25, 0.5, 1.0)
 FGSM_EPSILONS = (0.05, 0.1, 0.25)
 ROWS = 300
+NOISE_REPEATS = 5  # noise draws per strength, averaged (small test splits would otherwise be jumpy)
 METRICS: dict[TaskKind, str] = {TaskKind.CLASSIFICATION: "accuracy", TaskKind.REGRESSION: "r2"}
 
 
@@ -55,7 +56,7 @@ def robustness_report(model: Any, X_train: Any, X_test: Any, y_test: Any, task: 
     baseline = score(y, model.predict(X))
     noise = []
     for s in NOISE_STRENGTHS:
-        value = score(y, model.predict(_with_noise(X, columns, std, s, rng)))
+        value = float(np.mean([score(y, model.predict(_with_noise(X, columns, std, s, rng))) for _ in range(NOISE_REPEATS)]))
         noise.append({"strength": s, "value": _r(value), "drop": _r(baseline - value)})
     fgsm = _fgsm(model, X, y, std, task, score, baseline) if framework == "torch" else None
     return RobustnessReport(metric, n, _r(baseline), noise, fgsm, len(columns))

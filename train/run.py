@@ -3,7 +3,7 @@
     RUN_DIR/
       edgeml-run.json        what is where (the file `edgeml convert` recognises a run by)
       model.joblib | model.pt2
-      metrics.json           data counts, search, test metrics, importance, bias
+      metrics.json           data counts (and data sha256), search, test metrics, importance, bias, robustness
       report.html            the same with plots, self-contained
       reference.json         per-feature histograms on fixed bins and the prediction histogram (training split)
       calibration.csv|npz    a sample of the training split

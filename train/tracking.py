@@ -12,7 +12,9 @@ One MLflow run per `edgeml train` run, in the experiment "edgeml-train":
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -47,7 +49,8 @@ def log_run(options: TrainOptions, result: Any, model: Any, example: Any) -> Log
     uri = options.mlflow or ""
     mlflow = connect(uri)
     summary = result.summary
-    with tracking_errors(uri, "logging the run"), warnings.catch_warnings():
+    # MLflow writes "View run … at" to stdout: keep stdout for our own output (--json)
+    with tracking_errors(uri, "logging the run"), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         logging.getLogger("mlflow").setLevel(logging.ERROR)
         mlflow.set_experiment(EXPERIMENT)
@@ -67,8 +70,13 @@ def _log_sklearn(mlflow: Any, model: Any, example: Any, register: str | None) ->
     import mlflow.sklearn
     import sklearn
 
+    # The signature says float64 for numeric columns (training holds them as float32): pyfunc then takes
+    # what pandas reads from a CSV, and widening float32 input is safe too.
+    example = example.astype({c: "float64" for c in example.columns if str(example[c].dtype) == "float32"})
+    # cloudpickle, not MLflow's default skops: skops refuses edgeml's preprocessing classes unless each is trusted
     return mlflow.sklearn.log_model(model, name=MODEL_ARTIFACT, registered_model_name=register, input_example=example,
-                                    pip_requirements=[f"scikit-learn=={sklearn.__version__}", "edgeml"])
+                                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                                    pip_requirements=[f"scikit-learn=={sklearn.__version__}", "cloudpickle", "edgeml"])
 
 
 def _log_torch(mlflow: Any, model: Any, example: Any, register: str | None) -> Any:

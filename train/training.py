@@ -12,16 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from edgeml.errors import DataError, UsageError
+from edgeml.errors import DataError, UsageError, require
 from edgeml.messages import RunInput, RunManifest
 
 from . import data as data_mod
 from .bias import BiasReport, bias_report, check_sensitive
 from .evaluate import Evaluation, evaluate
 from .models import MODELS, ModelSpec, get_model
-from .options import TaskKind, TrainOptions
+from .options import ExplainKind, TaskKind, TrainOptions
 from .preprocessing import ColumnPlan, build_preprocessor, plan_columns
 from .progress import Reporter
+from .robustness import robustness_report
 from .run import (Samples, atomic_dir, check_out, reference_statistics, write_json, write_run_manifest,
                   write_table_samples, write_tensor_samples)
 from .search import SearchResult, run_search
@@ -35,6 +36,7 @@ class TrainResult:
     out: Path
     summary: dict[str, Any]  # the content of metrics.json
     convert_command: str
+    mlflow: Any = None  # tracking.LoggedRun when --mlflow
 
 
 def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResult:
@@ -53,20 +55,31 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> TrainResul
     search = run_search(pipeline, space, _model_input(spec, X_train), y_train, task, options, reporter)
     reporter.step("evaluating on the test split")
     model = search.estimator
-    ev = evaluate(model, _model_input(spec, X_test), y_test, task, options.n_jobs, options.seed)
+    ev = evaluate(model, _model_input(spec, X_test), y_test, task, options.n_jobs, options.seed, options.explain)
+    robustness = None
+    if options.robustness:
+        reporter.step("checking robustness to input perturbations")
+        robustness = robustness_report(model, _model_input(spec, X_train), _model_input(spec, X_test), y_test, task,
+                                       spec.framework, options.seed)
     bias = None
     if options.sensitive is not None:
         bias = bias_report(y_test, model.predict(_model_input(spec, X_test)), X_test[options.sensitive], task,
                            list(getattr(model, "classes_", [])) or None, options)
     summary = _summary(options, task, spec, table, plan, search, ev, bias, len(X_train), len(X_test))
+    summary["robustness"] = robustness.to_dict() if robustness else None
     reporter.step(f"writing {options.out}")
     _write(options, spec, task, model, summary, X_train, X_test, y_train, y_test, table)
     result = TrainResult(options.out, summary, convert_command(options.out, spec))
     if options.mlflow:
         from .tracking import log_run
 
+        from edgeml.mlflow_store import TrackingError
+
         reporter.step(f"logging the run to MLflow at {options.mlflow}")
-        log_run(options, result)
+        try:
+            result.mlflow = log_run(options, result, model, _model_input(spec, X_test.iloc[:5]))
+        except TrackingError as exc:  # the training is not lost: say where it is
+            raise TrackingError(f"{exc.message} (the run directory {options.out} is complete and kept)") from None
     return result
 
 
@@ -79,11 +92,15 @@ def _check_options(options: TrainOptions) -> None:
         raise UsageError(f"--test-size {options.test_size}: give a fraction between 0 and 1, e.g. 0.2")
     if options.trials < 1:
         raise UsageError(f"--trials {options.trials}: give at least 1")
-    if options.mlflow:
-        from edgeml.errors import require
-
-        require("mlflow", "mlflow")  # fail before training, naming the extra
+    if options.register and not options.mlflow:
+        raise UsageError("--register NAME needs --mlflow URI (the tracking server or store holding the registry)")
+    if options.explain == ExplainKind.SHAP:
+        require("shap", "explain")  # fail before training, naming the extra
     check_out(options.out, options.force)
+    if options.mlflow:
+        from .tracking import check_tracking
+
+        check_tracking(options)  # a wrong URI or an unreachable server fails now, not after the training
 
 
 def _resolve_task(table: data_mod.TableData, options: TrainOptions) -> TaskKind:
@@ -195,7 +212,7 @@ def bundle_metrics(summary: dict[str, Any]) -> dict[str, Any]:
             "test": summary["evaluation"]["metrics"], "cv": {"scoring": s["scoring"], "mean": s["cv_score"], "std": s["cv_std"]},
             "search": s["kind"], "best_params": s["best_params"],
             "train_rows": summary["data"]["train_rows"], "test_rows": summary["data"]["test_rows"],
-            "bias_flagged": (summary["bias"] or {}).get("flagged")}
+            "bias_flagged": (summary["bias"] or {}).get("flagged"), "data_sha256": summary["data"].get("sha256")}
 
 
 def convert_command(out: Path, spec: ModelSpec) -> str:

@@ -1,4 +1,5 @@
-"""ONNX artifacts: fp32 as exported, fp16 via onnxconverter-common, int8 via onnxruntime.quantization."""
+"""ONNX artifacts: fp32 as exported, fp16 via onnxconverter-common, int8 via onnxruntime.quantization
+(a recipe per graph family, remedies tried until the bound is met: quantize/onnx_int8.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from edgeml.errors import UnsupportedModelError
 from ..onnx_utils import op_types, save
 from ..options import Precision
 from ..quantize import onnx_fp16, onnx_int8
+from ..quantize.bound_check import BoundCheck
 from ..sources.base import SourceModel
 from .base import ExportContext, ExportedArtifact, Limit, RuleBasedExporter
 
@@ -43,7 +45,10 @@ class OnnxExporter(RuleBasedExporter):
             details["io_dtype"] = "float32"
         elif precision == Precision.INT8:
             calib = ctx.calibration.feeds if ctx.calibration is not None else None
-            result = onnx_int8.quantize(model, ctx.options.quant, calib)
+            judge = BoundCheck(ctx, precision) if ctx.validation is not None else None
+            check = (lambda path: judge.judge(self.backend, path)) if judge is not None else None
+            result = onnx_int8.quantize(model, ctx.options.quant, calib, check,
+                                        rank_feeds=calib if calib is not None else (ctx.validation.feeds if ctx.validation else None))
             model = result.model
             details.update(result.details)
         elif precision != Precision.FP32:

@@ -1,27 +1,25 @@
 """OpenVINO IR artifacts: converted from the ONNX graph with openvino.convert_model.
 
-fp32 as converted; fp16 with weights compressed to float16; int8 with NNCF: post-training quantization
-on --calibration data, accuracy-controlled (`--max-accuracy-drop`) when the validation data has labels,
-and int8 weight compression when there is no calibration data.
+fp32 as converted; fp16 with weights compressed to float16; int8 with NNCF (quantize/nncf_int8.py):
+post-training quantization on --calibration data with the graph family's recipe (transformers with
+ModelType.TRANSFORMER), NNCF's remedies tried until the bound is met, accuracy-controlled on labels with
+`--max-accuracy-drop`, and int8 weight compression when there is no calibration data.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
-import numpy as np
-
-from edgeml.errors import ConversionError, DataError, UnsupportedModelError, UsageError, require
+from edgeml.errors import ConversionError, UnsupportedModelError, require
 
 from ..ml_ops import onnx_only_reason, portable, remaining_ml_ops
 from ..onnx_utils import save
 from ..options import Precision
-from ..quiet import silenced
-from ..quantize.calibration import checked_samples, one_by_one
+from ..quantize import nncf_int8
+from ..quantize.bound_check import BoundCheck, Verdict
+from ..quantize.graph_family import family
 from ..sources.base import SourceModel
-from ..validate import TaskInfo, predictions
 from .base import ExportContext, ExportedArtifact, Limit, RuleBasedExporter
 
 MODEL_FILE = "model.xml"
@@ -42,16 +40,18 @@ class OpenVINOExporter(RuleBasedExporter):
     # Only scikit-learn and ONNX files carry ai.onnx.ml operators (PyTorch and Keras export standard ONNX).
     rules = (
         Limit("standard ONNX operators; not ai.onnx.ml (trees, SVMs, linear models)", _no_ml_operators,
-              kinds=("sklearn", "onnx")),
+              kinds=("sklearn", "onnx", "booster")),
     )
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
         ov = require("openvino", "openvino")
-        model, details = _converted(ov, ctx), {"converter": "openvino.convert_model (from ONNX)"}
+        details = {"converter": "openvino.convert_model (from ONNX)"}
         if precision == Precision.INT8:
-            model, quant = _int8(ov, model, ctx)
+            model, quant = _int8(ov, ctx)
             details.update(quant)
-        elif precision == Precision.FP16:
+        else:
+            model = _converted(ov, ctx)
+        if precision == Precision.FP16:
             details.update(weights="float16", inference_precision="f16")
         rel_dir = f"artifacts/model.{precision.value}.openvino"
         out = ctx.bundle_root / rel_dir
@@ -86,65 +86,21 @@ def _pin_names(model: Any, source: SourceModel) -> None:
                 port.get_tensor().set_names({spec.name})
 
 
-def _int8(ov: Any, model: Any, ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
-    with silenced():  # nncf imports the frameworks it finds (tensorflow prints from C++ at import)
-        nncf = require("nncf", "convert")
-    logging.getLogger("nncf").setLevel(logging.ERROR)
-    drop = ctx.options.max_accuracy_drop
-    if ctx.calibration is None:
-        if drop is not None:
-            raise DataError("--max-accuracy-drop needs --calibration data for NNCF quantization")
-        with silenced():
-            return nncf.compress_weights(model), {"quantization": "weights_only", "weights": "int8", "activations": "float32",
-                                                  "note": "pass --calibration for full int8 (NNCF post-training quantization)"}
-    n = checked_samples(ctx.calibration.feeds, "openvino int8 (NNCF post-training quantization)")
-    calibration = nncf.Dataset(one_by_one(ctx.calibration.feeds))
-    details: dict[str, Any] = {"quantization": "nncf_ptq", "weights": "int8", "activations": "int8", "calibration_samples": n}
-    try:
-        with silenced():
-            if drop is None:
-                return nncf.quantize(model, calibration, subset_size=min(n, 300)), details
-            validation = _labelled_validation(ctx)
-            quantized = nncf.quantize_with_accuracy_control(
-                model, calibration, nncf.Dataset(validation), validation_fn=_accuracy_fn(ctx.source),
-                max_drop=drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=min(n, 300),
-            )
-            details.update(quantization="nncf_accuracy_control", max_accuracy_drop=drop)
-            return quantized, details
-    except (DataError, UsageError):
-        raise
-    except Exception as exc:
-        raise ConversionError(f"NNCF int8 quantization failed: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}") from None
+def _int8(ov: Any, ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
+    """NNCF int8 with the graph family's recipe and remedies (quantize/nncf_int8.py), judged by the bound."""
+    fam = family(ctx.source.onnx_model)
+    check = None
+    if ctx.validation is not None and ctx.calibration is not None:
+        judge = BoundCheck(ctx, Precision.INT8)
+        counter = iter(range(1_000_000))
 
+        def check(model: Any) -> Verdict:
+            out = ctx.scratch / f"openvino_int8_candidate_{next(counter)}"
+            out.mkdir(parents=True, exist_ok=True)
+            ov.save_model(model, str(out / MODEL_FILE), compress_to_fp16=False)
+            return judge.judge("openvino", out)
 
-def _labelled_validation(ctx: ExportContext) -> list[tuple[dict[str, np.ndarray], Any]]:
-    data = ctx.validation
-    if data is None or data.labels is None:
-        raise DataError("--max-accuracy-drop needs labels in the validation data (a label/target key or column, or --target)")
-    if ctx.source.score_output is None and ctx.source.label_output is None:
-        raise UsageError("--max-accuracy-drop needs a classifier (the model's task is not classification)")
-    return list(zip(one_by_one(data.feeds), data.labels))
-
-
-def _accuracy_fn(source: SourceModel):
-    info = TaskInfo(source.task, source.label_output, source.score_output, source.labels)
-
-    def accuracy(compiled: Any, items: Any) -> float:
-        hits, total = 0, 0
-        for feeds, label in items:
-            result = compiled(feeds)
-            outputs = {p.get_any_name(): result[p] for p in compiled.outputs}
-            pred = predictions(outputs, info)
-            if pred is None:
-                continue
-            value = pred[0]
-            if info.labels and np.asarray(label).dtype.kind in "OUS" and np.asarray(value).dtype.kind in "iu":
-                value = info.labels[int(value)]
-            hits += int(str(value) == str(np.asarray(label).reshape(-1)[0] if np.ndim(label) else label))
-            total += 1
-        return hits / max(total, 1)
-
-    return accuracy
+    return nncf_int8.quantize(lambda: _converted(ov, ctx), ctx, fam, check)
 
 
 def _batch_details(source: SourceModel) -> dict[str, Any]:

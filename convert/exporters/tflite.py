@@ -1,23 +1,29 @@
 """TFLite/LiteRT artifacts through the TF Lite converter, from a SavedModel of the source.
 
-ONNX graphs reach TensorFlow through onnx2tf (inputs kept in the source's layout, batch axis kept
+PyTorch transformer graphs (encoders, ViTs) convert straight from the nn.Module with litert-torch
+(exporters/litert_torch.py). Other ONNX graphs reach TensorFlow through onnx2tf (inputs kept in the source's layout, batch axis kept
 dynamic); Keras/SavedModel sources go straight from TF. fp16 stores float16 weights; int8 is
 full-integer (int8 weights and activations, float32 inputs/outputs, calibrated) for convolutional
 graphs and dynamic-range (int8 weights) for MatMul graphs, as for ONNX; --quantization overrides.
+Every flatbuffer is run once on the LiteRT interpreter before it is kept; any crash of a converter is
+an error naming the target (tflite/PRECISION), never a traceback.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from edgeml.errors import ConversionError, DataError, UnsupportedModelError
+import numpy as np
+
+from edgeml.errors import ConversionError, DataError, EdgeMLError, UnsupportedModelError
 
 from .. import tf_graph
+from . import litert_torch
 from ..quiet import silenced
 from ..ml_ops import onnx_only_reason
 from ..onnx_utils import op_types
 from ..options import Precision, QuantMode
-from ..quantize.onnx_int8 import CONV_OPS
+from ..quantize.graph_family import CONV_OPS, GraphFamily, family
 from ..quantize.calibration import checked_samples, one_by_one
 from ..sources.base import SourceModel
 from .base import ExportContext, ExportedArtifact, Limit, RuleBasedExporter
@@ -65,6 +71,8 @@ PRECISIONS: dict[Precision, Configure] = {Precision.FP32: _fp32, Precision.FP16:
 
 
 def _onnx2tf_covers(source: SourceModel, precision: Precision) -> str | None:
+    if converter_for(source) != "onnx2tf":
+        return None
     bad = tf_graph.onnx2tf_unsupported(source.onnx_model)
     return onnx_only_reason("tflite", bad) if bad else None
 
@@ -78,26 +86,78 @@ class TFLiteExporter(RuleBasedExporter):
     rules = (
         # TensorFlow-native sources convert straight from TF; every other kind goes through onnx2tf.
         Limit("operators onnx2tf converts; not ai.onnx.ml (trees, SVMs, linear models)", _onnx2tf_covers,
-              skip_kinds=tf_graph.TF_NATIVE_KINDS),
+              skip_kinds=(*tf_graph.TF_NATIVE_KINDS, "pytorch")),
+        # PyTorch transformer graphs convert from the nn.Module with litert-torch, the rest through onnx2tf.
+        Limit("transformer graphs through litert-torch; other graphs: operators onnx2tf converts", _onnx2tf_covers,
+              kinds=("pytorch",)),
     )
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
-        tf = tf_graph.quiet_tensorflow()
-        converter = tf_graph.tflite_converter(ctx.source, ctx.scratch, ctx.cache)
-        details = {"converter": "onnx2tf + TFLiteConverter" if ctx.source.kind not in tf_graph.TF_NATIVE_KINDS
-                   else "TFLiteConverter", "layout": "as source"}
-        details.update(PRECISIONS[precision](tf, converter, ctx))
+        name = converter_for(ctx.source)
         try:
-            with silenced():
-                flatbuffer = converter.convert()
-        except Exception as exc:
-            raise _conversion_error(exc, precision) from None
-        rel = f"artifacts/model.{precision.value}.tflite"
-        path = ctx.bundle_root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(flatbuffer)
-        details.update(_batch_details(ctx.source))
+            flatbuffer, details = CONVERTERS[name](ctx, precision)
+            rel = f"artifacts/model.{precision.value}.tflite"
+            path = ctx.bundle_root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(flatbuffer)
+            _smoke_run(path, ctx, details)
+        except EdgeMLError:
+            raise
+        except Exception as exc:  # a converter crash names the target, never a traceback
+            raise ConversionError(f"the {name} converter crashed at tflite/{precision.value}: {_first_line(exc)}") from None
         return ExportedArtifact(self.format, precision, self.backend, rel, rel, details)
+
+
+def _from_tensorflow(ctx: ExportContext, precision: Precision) -> tuple[bytes, dict[str, Any]]:
+    """onnx2tf (ONNX graphs) or TF itself (Keras), then the TFLite converter."""
+    tf = tf_graph.quiet_tensorflow()
+    converter = tf_graph.tflite_converter(ctx.source, ctx.scratch, ctx.cache)
+    details = {"converter": "onnx2tf + TFLiteConverter" if ctx.source.kind not in tf_graph.TF_NATIVE_KINDS
+               else "TFLiteConverter", "layout": "as source"}
+    details.update(PRECISIONS[precision](tf, converter, ctx))
+    try:
+        with silenced():
+            flatbuffer = converter.convert()
+    except Exception as exc:
+        raise _conversion_error(exc, precision) from None
+    details.update(_batch_details(ctx.source))
+    return flatbuffer, details
+
+
+def _from_pytorch(ctx: ExportContext, precision: Precision) -> tuple[bytes, dict[str, Any]]:
+    return litert_torch.convert(ctx, precision)
+
+
+# Which converter makes the flatbuffer: litert-torch for PyTorch transformer graphs (onnx2tf cannot take
+# them), the TensorFlow route (onnx2tf / Keras) for everything else.
+CONVERTERS: dict[str, Callable[[ExportContext, Precision], tuple[bytes, dict[str, Any]]]] = {
+    "litert-torch": _from_pytorch,
+    "onnx2tf": _from_tensorflow,
+}
+
+
+def converter_for(source: SourceModel) -> str:
+    if (source.kind == "pytorch" and source.native is not None and litert_torch.available()
+            and family(source.onnx_model) == GraphFamily.TRANSFORMER):
+        return "litert-torch"
+    return "onnx2tf"
+
+
+def _smoke_run(path: Any, ctx: ExportContext, details: dict[str, Any]) -> None:
+    """Load and run the flatbuffer once on the LiteRT interpreter: XNNPACK's "failed to prepare" and
+    similar runtime refusals surface here as this target's error, not later as a traceback."""
+    from edgeml.runtime.backends import BackendOptions, get_backend
+
+    data = ctx.validation or ctx.calibration
+    if data is None:
+        return
+    batch = details.get("fixed_batch") or 1
+    feeds = {k: np.repeat(v[:1], batch, axis=0) for k, v in data.feeds.items()}
+    try:
+        get_backend("litert").load(path, BackendOptions(threads=1)).run(feeds)
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        raise ConversionError(f"the LiteRT interpreter cannot run the converted model: {_first_line(exc)}") from None
 
 
 def _batch_details(source: SourceModel) -> dict[str, Any]:
@@ -119,3 +179,8 @@ def _conversion_error(exc: Exception, precision: Precision) -> Exception:
 
 
 EXPORTER = TFLiteExporter()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -12,14 +12,16 @@ from .base import SourceLoader, SourceModel
 # name -> module defining LOADER; order matters (first match wins). Modules import frameworks lazily.
 LOADER_MODULES: dict[str, str] = {
     "run": "edgeml.convert.sources.run_dir",  # an `edgeml train` run directory; hands over to sklearn/pytorch
+    "mlflow": "edgeml.convert.sources.mlflow",  # models:/NAME/VERSION, runs:/ID/model; hands over to run/sklearn
     "onnx": "edgeml.convert.sources.onnx_file",
+    "booster": "edgeml.convert.sources.boosters",  # XGBoost .json/.ubj/.model, LightGBM .txt booster files
     "pytorch": "edgeml.convert.sources.pytorch",
     "sklearn": "edgeml.convert.sources.sklearn",
     "keras": "edgeml.convert.sources.keras",
 }
 
 # Loaders that hand the model over to another loader: not a source kind of their own (compat table).
-DELEGATING_LOADERS = frozenset({"run"})
+DELEGATING_LOADERS = frozenset({"run", "mlflow"})
 
 
 def loaders() -> list[SourceLoader]:

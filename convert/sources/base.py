@@ -38,6 +38,7 @@ class SourceModel:
     default_validation: Path | None = None
     default_target: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # training metrics for manifest.metrics
+    lineage: dict[str, Any] | None = None  # manifest.lineage (set by the mlflow source)
 
     def source_info(self) -> dict[str, Any]:
         info = {"kind": self.kind, "framework": self.framework, "framework_version": self.framework_version}

@@ -10,6 +10,7 @@ from edgeml.hashing import sha256_file
 from ..onnx_utils import onnx_module, schema_from_onnx
 from ..options import ConvertOptions, Task
 from .base import SourceModel
+from .onnx_ml import classifier_view, session_runner
 from .tasks import guess_task
 
 
@@ -32,13 +33,15 @@ class OnnxFileLoader:
             raise SourceError(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0][:200]}") from None
         from edgeml.runtime.backends import BackendOptions, get_backend
 
-        session = get_backend("onnxruntime").load(path, BackendOptions())
+        model, ml = classifier_view(model)  # ai.onnx.ml classifiers: ZipMap -> tensor, task from the operator
+        run = session_runner(model) if ml and ml.rewritten else get_backend("onnxruntime").load(path, BackendOptions()).run
         schema = schema_from_onnx(model)
-        task, score_output = guess_task(schema, options.task)
+        classifier = ml if ml and ml.task == Task.CLASSIFICATION else None
+        task, score_output = (ml.task, ml.score_output) if classifier and options.task is None else guess_task(schema, options.task)
         return SourceModel(
             kind=self.name, framework="onnx", framework_version=f"opset {model.opset_import[0].version}",
             path=path, sha256=sha256_file(path), onnx_model=model, schema=schema, task=task,
-            reference=session.run, labels=options.labels, score_output=score_output,
+            reference=run, labels=options.labels, score_output=score_output, label_output=classifier.label_output if classifier else None,
         )
 
 

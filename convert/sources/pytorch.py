@@ -63,6 +63,7 @@ class PyTorchLoader:
             path=path, sha256=sha256_file(path) if path else None, onnx_model=onnx_model, schema=schema,
             task=task, reference=_reference(torch, runner, [s.name for s in schema.inputs], output_names),
             labels=options.labels, score_output=score_output, details={"pytorch_format": how},
+            native=runner,  # the nn.Module, for exporters that convert straight from PyTorch (litert-torch)
         )
 
 

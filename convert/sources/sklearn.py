@@ -14,21 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from edgeml.errors import ConversionError, SourceError, UnsupportedModelError, require
+from edgeml.errors import SourceError, UnsupportedModelError, require
 from edgeml.hashing import sha256_file
 from edgeml.schema import TensorSpec
 
 from ..onnx_utils import schema_from_onnx
 from ..options import ConvertOptions, Task
 from .base import SourceModel
+from .boosters import register_boosters
 from .sklearn_compat import patch_skl2onnx
+from .sklearn_imputers import DEVICE_MISSING, for_export, missing_string_columns
+from .sklearn_errors import TESTED_ESTIMATORS, conversion_error, model_name
+from .sklearn_precision import compile_at_source_precision, feature_dtype, loadable
 
 SUFFIXES = (".joblib", ".pkl", ".pickle", ".sav")
-TESTED_ESTIMATORS = (
-    "LogisticRegression, LinearRegression, Ridge, SVC, SVR, LinearSVC, DecisionTree*, RandomForest*, "
-    "ExtraTrees*, GradientBoosting*, HistGradientBoosting*, MLPClassifier, MLPRegressor, KMeans, "
-    "and Pipelines of them with SimpleImputer, StandardScaler, OneHotEncoder in a ColumnTransformer"
-)
 # ONNX outputs from skl2onnx -> how to compute the same thing with the estimator.
 _ENCODERS = ("OneHotEncoder", "OrdinalEncoder")
 
@@ -57,7 +56,7 @@ class SklearnLoader:
         final = model.steps[-1][1] if hasattr(model, "steps") else model
         task = options.task or _task_of(sklearn, final)
         columns, specs = _input_specs(model, options)
-        onnx_model = _to_onnx(model, final, specs, options.opset)
+        onnx_model, arithmetic = _to_onnx(model, final, specs, options.opset)
         schema = schema_from_onnx(onnx_model)
         for spec, given in zip(schema.inputs, specs):
             spec.feature_names = given.feature_names
@@ -70,7 +69,8 @@ class SklearnLoader:
             labels=labels, label_output="label" if "label" in out_names else None,
             score_output="probabilities" if "probabilities" in comparable else None,
             comparable_outputs=comparable,
-            details={"estimator": type(final).__name__, "pipeline": [type(s[1]).__name__ for s in getattr(model, "steps", [])] or None},
+            details={"estimator": type(final).__name__, "pipeline": [type(s[1]).__name__ for s in getattr(model, "steps", [])] or None,
+                     "graph_arithmetic": arithmetic},
             native=model,
         )
 
@@ -129,31 +129,44 @@ def _override(spec: TensorSpec, overrides: dict[str, TensorSpec]) -> TensorSpec:
     return TensorSpec(spec.name, o.dtype, o.shape, spec.feature_names) if o else spec
 
 
-def _to_onnx(model: Any, final: Any, specs: list[TensorSpec], opset: int) -> Any:
+def _to_onnx(model: Any, final: Any, specs: list[TensorSpec], opset: int) -> tuple[Any, str]:
+    """The ONNX graph and the arithmetic it computes in (sklearn_precision)."""
     require("skl2onnx", "convert")
+    patch_skl2onnx()
+    register_boosters()
+
+    model = for_export(model)  # string imputers take the device's "" as missing (sklearn_imputers)
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+
+    def convert(obj: Any, inputs: list[tuple[str, str, list]]) -> Any:
+        return _skl2onnx(obj, final, inputs, opset)
+
+    if feature_dtype(final) is not None:
+        try:
+            return loadable(compile_at_source_precision(model, final, specs, convert)), "scikit-learn's (float64 preprocessing)"
+        except Exception:  # a step without a float64 converter/kernel (e.g. TF-IDF): the float32 graph,
+            pass  # which validation then judges like any other
+    return convert(model, [(s.name, s.dtype, s.shape) for s in specs]), "float32"
+
+
+def _skl2onnx(obj: Any, final: Any, inputs: list[tuple[str, str, list]], opset: int) -> Any:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, Int64TensorType, StringTensorType
 
-    patch_skl2onnx()
     types = {"float32": FloatTensorType, "float64": DoubleTensorType, "int64": Int64TensorType, "string": StringTensorType}
-    initial = [(s.name, types[s.dtype](s.shape)) for s in specs]
+    initial = [(name, types[dtype](shape)) for name, dtype, shape in inputs]
     target = {"": opset, "ai.onnx.ml": 3}
+    holds_final = obj is final or any(step is final for _, step in getattr(obj, "steps", []))
+    no_zipmap = {id(final): {"zipmap": False}} if holds_final else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             try:
-                return to_onnx(model, initial_types=initial, options={id(final): {"zipmap": False}}, target_opset=target)
+                return to_onnx(obj, initial_types=initial, options=no_zipmap, target_opset=target)
             except NameError:  # the estimator has no zipmap option (regressors, SVMs without probabilities)
-                return to_onnx(model, initial_types=initial, target_opset=target)
-        except RuntimeError as exc:
-            if "Unable to find a shape calculator" in str(exc) or "MissingShapeCalculator" in type(exc).__name__:
-                raise UnsupportedModelError(f"skl2onnx cannot convert {type(final).__name__}; supported: {TESTED_ESTIMATORS}") from None
-            raise ConversionError(f"skl2onnx failed: {str(exc).splitlines()[0][:300]}") from None
+                return to_onnx(obj, initial_types=initial, target_opset=target)
         except Exception as exc:
-            name = type(exc).__name__
-            if name == "MissingShapeCalculator" or name == "MissingConverter":
-                raise UnsupportedModelError(f"skl2onnx cannot convert {type(final).__name__}; supported: {TESTED_ESTIMATORS}") from None
-            raise ConversionError(f"skl2onnx failed on {type(final).__name__}: {str(exc).splitlines()[0][:300]}") from None
+            raise conversion_error(exc, model_name(obj, final)) from None
 
 
 def _reference(model: Any, final: Any, columns: list[str] | None, schema: Any, out_names: list[str]):
@@ -171,14 +184,16 @@ def _reference(model: Any, final: Any, columns: list[str] | None, schema: Any, o
     if "scores" in out_names and hasattr(final, "cluster_centers_"):
         methods["scores"] = lambda X: np.asarray(model.transform(X), dtype=np.float32)
     input_names = [s.name for s in schema.inputs]
-    # The device computes in float32, so the source sees float32 too (trees then match exactly);
-    # estimators whose fitted arrays are float64 and that refuse float32 input (KMeans) get float64
-    # values of the same float32 numbers.
+    # The reference is the estimator on the dtype it was trained on: float64, holding the float32 values
+    # the device gets (widened exactly). The graph reproduces scikit-learn's float64 arithmetic where
+    # it matters (sklearn_precision), so fp32 artifacts pass the default tolerances.
+    nan_columns = missing_string_columns(model)
+    # Estimators fitted on float32 that refuse float64 (KMeans keeps its training dtype) get float32.
     fitted = getattr(final, "cluster_centers_", None)
-    dtype = np.float64 if fitted is not None and fitted.dtype == np.float64 else np.float32
+    dtype = np.float32 if fitted is not None and fitted.dtype == np.float32 else np.float64
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        X = _frame(feeds, input_names, columns) if columns else feeds[input_names[0]].astype(np.float32).astype(dtype)
+        X = _frame(feeds, input_names, columns, nan_columns) if columns else feeds[input_names[0]].astype(np.float32).astype(dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return {name: fn(X) for name, fn in methods.items()}
@@ -186,13 +201,19 @@ def _reference(model: Any, final: Any, columns: list[str] | None, schema: Any, o
     return run, list(methods)
 
 
-def _frame(feeds: dict[str, np.ndarray], input_names: list[str], columns: list[str]) -> Any:
+def _frame(feeds: dict[str, np.ndarray], input_names: list[str], columns: list[str], nan_columns: set[str]) -> Any:
     import pandas as pd
 
     data = {}
     for name, col in zip(input_names, columns):
         values = np.asarray(feeds[name]).reshape(-1)
-        data[col] = values.astype(object) if values.dtype.kind in "OUS" else values.astype(np.float32)
+        if values.dtype.kind in "OUS":
+            values = values.astype(object)
+            if col in nan_columns:
+                values[values == DEVICE_MISSING] = np.nan
+            data[col] = values
+        else:
+            data[col] = values.astype(np.float32).astype(np.float64)
     return pd.DataFrame(data, columns=columns)
 
 

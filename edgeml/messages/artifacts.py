@@ -11,8 +11,10 @@ from .fields import Json, _object, _int, _num, _str, _list, _opt, _req, _bool, _
 
 # -- the bundle manifest's per-artifact record -------------------------------------------------------
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_TOLERANCE_KEYS = ("atol", "rtol", "min_agreement", "max_metric_drop")  # finite, >= 0 (atol null: not enforced)
-_NUMERIC_VALIDATION = ("max_abs_error", "top1_agreement", "metric_source", "metric_artifact", "metric_delta")
+_TOLERANCE_KEYS = ("atol", "rtol", "min_agreement", "max_metric_drop", "max_rel_error", "max_nrmse", "min_cosine_mean",
+                   "min_cosine_min", "min_box_iou", "min_score_agreement")  # finite, >= 0 (null: not enforced)
+_NUMERIC_VALIDATION = ("max_abs_error", "top1_agreement", "metric_source", "metric_artifact", "metric_delta",
+                       "relative_error", "cosine_mean", "cosine_min", "box_iou", "score_agreement")
 
 
 @dataclass

@@ -59,7 +59,7 @@ class Sessions:
         self._lock = threading.Lock()
 
     def issue(self, now: float | None = None) -> str:
-        sid, expiry = secrets.token_urlsafe(18), int((now or time.time()) + self.ttl_s)
+        sid, expiry = secrets.token_urlsafe(18), int((time.time() if now is None else now) + self.ttl_s)
         with self._lock:
             self._live[sid] = expiry
             while len(self._live) > MAX_SESSIONS:
@@ -84,7 +84,7 @@ class Sessions:
         sid, expiry, mac = parts[0], int(parts[1]), parts[2]
         if not hmac.compare_digest(mac.encode(), self._sign(sid, expiry).encode()):
             return None
-        if expiry <= (now or time.time()):
+        if expiry <= (time.time() if now is None else now):
             with self._lock:
                 self._live.pop(sid, None)
             return None
@@ -104,14 +104,14 @@ class LoginThrottle:
 
     def check(self, client: str, now: float | None = None) -> None:
         """Throttled when this client may not try again yet."""
-        now = now or time.monotonic()
+        now = time.monotonic() if now is None else now
         with self._lock:
             recent = self._recent(client, now)
             if len(recent) >= self.max_failures:
                 raise Throttled(recent[0] + self.window_s - now)
 
     def failed(self, client: str, now: float | None = None) -> None:
-        now = now or time.monotonic()
+        now = time.monotonic() if now is None else now
         with self._lock:
             self._recent(client, now).append(now)
             if len(self._failures) > 100_000:  # bounded memory under a spray from many addresses

@@ -16,6 +16,7 @@ four narrow collaborators (rollouts/ports.py).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -35,6 +36,7 @@ EVALUATE_EVERY_S = 1.0  # gate values refresh while a wave soaks (the dashboard 
 NO_DATA_GRACE_S = 60.0  # after the soak, how long a wave may wait for min_reporting devices before it fails
 SETTLE_WAIT_S = 30.0  # how long gates wait for every device of a wave to report on the new version
 FAILURE_EVENTS = ("install_failed", "shadow_install_failed")
+STEP_FAILED_LOG_S = 60.0
 
 
 # The states an action may start from; anything else is a stale request (ConflictError, no state change).
@@ -55,6 +57,7 @@ class RolloutEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._evaluated: dict[int, float] = {}
+        self._step_failed: dict[int, float] = {}  # rollout id -> when its failing step was last logged
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "RolloutEngine":
@@ -102,8 +105,11 @@ class RolloutEngine:
             for row in self._rows(state=State.RUNNING.value):
                 try:
                     self._step(row)
-                except Exception:
-                    log.exception("rollout %s: step failed; retried on the next tick", row.get("id"))
+                except Exception:  # logged once a minute per rollout, not every tick
+                    rid, now = row.get("id"), time.monotonic()
+                    if now - self._step_failed.get(rid, -math.inf) >= STEP_FAILED_LOG_S:
+                        self._step_failed[rid] = now
+                        log.exception("rollout %s: step failed; retried on every tick", rid)
 
     # -- requests from the API ---------------------------------------------------------------------
     def create(self, spec: RolloutSpec) -> dict[str, Any]:

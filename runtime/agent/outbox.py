@@ -8,6 +8,12 @@ Two lifetimes:
   `ACK_GRACE_S` when acknowledgements of older messages keep arriving without it: it was lost between
   the broker and the fleet). The fleet stores each (device, seq) once, so resending is safe.
 
+After a (re)connect the outbox first probes: it sends only the oldest unacknowledged telemetry message
+(again every `PROBE_RESEND_S`) until the fleet acknowledges it, and only then the rest, in order. A
+broker restarted without persistence has no fleet subscription until the fleet reconnects: what is
+sent before is lost, and a fleet acknowledging the highest seq it stored would otherwise acknowledge
+past those lost messages. A fleet that acknowledges nothing within `PROBE_GIVE_UP_S` ends the probe.
+
 Beyond `max_messages` the oldest are dropped and counted (`dropped`, sent as Telemetry.dropped). The
 highest telemetry sequence number and the drop count survive restarts (outbox/.state.json), so
 sequence numbers stay monotonic.
@@ -26,6 +32,8 @@ from edgeml.atomic import atomic_write_bytes, atomic_write_json
 
 RESEND_AFTER_S = 60.0
 ACK_GRACE_S = 10.0
+PROBE_RESEND_S = 2.0
+PROBE_GIVE_UP_S = 30.0
 STATE_NAME = ".state.json"
 
 Send = Callable[[str, bytes], bool]  # (kind, payload) -> published
@@ -41,6 +49,8 @@ class Outbox:
         self._sent: dict[str, float] = {}  # file name -> monotonic time of its last send (kept-until-ack only)
         self._last_ack_at: float | None = None
         self.acked = 0
+        self._probe_since: float | None = None  # monotonic start of the probe after a reconnect; None: not probing
+        self._probe_seq: int | None = None
         state = self._read_state()
         self.dropped = int(state.get("dropped", 0))
         self.last_seq = max([int(state.get("seq", 0))] + [s for s in map(_seq_of, self._files()) if s is not None])
@@ -69,6 +79,8 @@ class Outbox:
         with self._lock:
             self._last_ack_at = time.monotonic()
             self.acked = max(self.acked, seq)
+            if self._probe_seq is not None and seq >= self._probe_seq:
+                self._probe_since = self._probe_seq = None  # the fleet is listening again: send the rest
             if seq > self.last_seq:  # the store was reset but the fleet remembers: continue above its ack
                 self.last_seq = seq
                 self._save_state()
@@ -81,9 +93,14 @@ class Outbox:
         return removed
 
     def resend_all(self) -> None:
-        """After a reconnect every unacknowledged message is due again."""
+        """After a reconnect every unacknowledged message is due again, after a probe (module docstring)."""
         with self._lock:
             self._sent.clear()
+            self._probe_since, self._probe_seq = time.monotonic(), None
+
+    @property
+    def probing(self) -> bool:
+        return self._probe_since is not None
 
     # -- reading ---------------------------------------------------------------------------------
     def pending(self) -> int:
@@ -100,9 +117,20 @@ class Outbox:
         sent = 0
         now = time.monotonic()
         with self._lock:
+            if self._probe_since is not None and now - self._probe_since > PROBE_GIVE_UP_S:
+                self._probe_since = self._probe_seq = None
+            probe_sent = False
             for path in self._files():
-                keep = _seq_of(path) is not None
-                if keep and not self._due(path.name, now):
+                seq = _seq_of(path)
+                keep = seq is not None
+                if keep and self._probe_since is not None:
+                    if probe_sent:
+                        continue  # while probing only the oldest unacknowledged message goes out
+                    probe_sent, self._probe_seq = True, seq
+                    last = self._sent.get(path.name)
+                    if last is not None and now - last < PROBE_RESEND_S:
+                        continue
+                elif keep and not self._due(path.name, now):
                     continue
                 try:
                     payload = path.read_bytes()

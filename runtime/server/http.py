@@ -152,7 +152,7 @@ class Handler(BaseHTTPRequestHandler):
             if len(self.raw_requestline) > MAX_LINE:
                 self.send_error(414, "Request line too long")
                 return
-            if not self.raw_requestline:
+            if not self.raw_requestline.endswith(b"\n"):  # closed (or evicted) before the line ended
                 self.close_connection = True
                 return
             if not self.parse_request():
@@ -442,7 +442,8 @@ class _Limited:
 
 def _refuse(sock: socket.socket, state: ServerState) -> None:
     status = STATUS_BY_REASON["unavailable"]
-    body = dumps({"error": f"too many connections (limit {state.limits.max_connections}); retry later"})
+    body = dumps({"error": f"too many connections: all {state.limits.max_connections} have a request being "
+                           "handled; retry later"})
     try:
         sock.sendall(f"HTTP/1.1 {status} {_PHRASES[status]}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)

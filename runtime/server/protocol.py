@@ -32,6 +32,7 @@ from .errors import RequestError
 
 SERVER_NAME = "edgeml"
 EXTENSIONS: list[str] = [binary.EXTENSION]
+_NONE: frozenset[str] = frozenset()
 MAX_RANK = 32  # numpy's own limit on dimensions (a longer shape is refused, not a crash)
 _NUMPY_BY_OIP = {oip: dtypes.to_numpy(d.name) for oip, d in dtypes.BY_OIP.items()}
 
@@ -60,7 +61,7 @@ def model_metadata(model) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferRequest:
     """A decoded infer request: feeds ready for the session, the outputs to return and how."""
 
@@ -103,10 +104,10 @@ class InferCodec:
         reader = binary.BinaryReader(blob)
         feeds = {name: self._decode_tensor(name, tensor, reader) for name, tensor in given.items()}
         reader.finish()
-        outputs = request.get("outputs")
+        outputs, parameters = request.get("outputs"), request.get("parameters")
         names = self._requested(outputs)
-        chosen = binary.wanted(request.get("parameters"), outputs)
-        return InferRequest(feeds, names, request.get("id"), frozenset(chosen))
+        chosen = frozenset(binary.wanted(parameters, outputs)) if outputs is not None or parameters is not None else _NONE
+        return InferRequest(feeds, names, request.get("id"), chosen)
 
     def _decode_tensor(self, name: str, tensor: dict[str, Any], reader: binary.BinaryReader) -> np.ndarray:
         check = self.checks[name]

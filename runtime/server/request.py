@@ -47,6 +47,8 @@ def parse_request(handler: BaseHTTPRequestHandler) -> bool:
         if len(raw) > MAX_LINE:
             handler.send_error(431, "Line too long")
             return False
+        if not raw.endswith(b"\n"):  # the client hung up (or was evicted) mid-line: nobody to answer
+            return False
         name, sep, value = str(raw, "iso-8859-1").partition(":")
         name = name.strip().lower()
         if not sep or not name or raw[:1] in (b" ", b"\t"):  # folded (obsolete) lines are refused too

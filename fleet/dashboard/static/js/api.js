@@ -1,4 +1,4 @@
-// The fleet's JSON API as the dashboard uses it: the HttpOnly cookie carries the token, and the custom
+// The fleet's JSON API as the dashboard uses it: the HttpOnly cookie carries a session id, and the custom
 // header marks state-changing calls as coming from the dashboard (the server's CSRF check).
 
 export class ApiError extends Error {

@@ -1,4 +1,4 @@
-// The login page: the token is checked by the server and kept in an HttpOnly cookie.
+// The login page: the server checks the token and answers with a session cookie (HttpOnly, signed, expiring).
 import { api } from "./api.js";
 
 const form = document.getElementById("login-form");
