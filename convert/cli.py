@@ -62,6 +62,7 @@ def _list_formats(ctx: click.Context, param: click.Parameter, value: bool) -> bo
 @click.option("--detection-layout", type=click.Choice(DETECTION_LAYOUTS), default="auto", show_default=True,
               help="--task detection: one output holding boxes (cx, cy, w, h) and class scores, channels-first [batch, 4+C, N] or channels-last [batch, N, 4+C]; auto: the smaller axis holds 4+C.")
 @click.option("--labels", help="Class labels, comma-separated (PyTorch/ONNX classifiers).")
+@click.option("--tokenizer", type=click.Path(path_type=Path), help="Text models: a Hugging Face tokenizers JSON to ship in the bundle [default: tokenizer.json beside the source].")
 @click.option("--quantization", type=click.Choice([m.value for m in QuantMode]), default="auto", show_default=True, help="int8: static (Conv graphs, calibrated) or dynamic (MatMul graphs).")
 @click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="minmax", show_default=True)
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="int8 weight quantization granularity.")
@@ -85,7 +86,7 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
             rtol: float | None, min_agreement: float | None, max_metric_drop: float | None,
             max_accuracy_drop: float | None, allow_degraded: bool, force: bool, opset: int, as_json: bool,
             detection_layout: str = "auto", max_rel_error: float | None = None, min_cosine: float | None = None,
-            min_box_iou: float | None = None, strict: bool = False) -> None:
+            min_box_iou: float | None = None, strict: bool = False, tokenizer: Path | None = None) -> None:
     """Convert SOURCE (PyTorch, scikit-learn, Keras/SavedModel or ONNX) into a validated, signed, versioned bundle.
 
     Every artifact is run on the backend a device will use and compared with the source model
@@ -106,7 +107,7 @@ def convert(source: str, out: Path | None, name: str, version: str, formats: str
         quant=QuantOptions(QuantMode(quantization), CalibrationMethod(calibration_method), per_channel),
         tolerance=ToleranceOverride(atol, rtol, min_agreement, max_metric_drop, max_rel_error, min_cosine, min_box_iou),
         allow_degraded=allow_degraded, strict=strict, detection_layout=detection_layout, force=force, opset=opset,
-        max_accuracy_drop=max_accuracy_drop,
+        max_accuracy_drop=max_accuracy_drop, tokenizer=tokenizer,
     )
     result = _with_progress(run_convert, options, quiet=as_json)
     if as_json:

@@ -83,6 +83,7 @@ class ConvertOptions:
     opset: int = 17
     latency_runs: int = 50
     max_accuracy_drop: float | None = None  # OpenVINO int8: NNCF accuracy-controlled quantization (needs labels)
+    tokenizer: Path | None = None  # text models: a tokenizers JSON to ship in the bundle (convert/text.py)
 
     def tolerance_for(self, precision: Precision, task: Task = Task.OTHER) -> Tolerance:
         """The task's default bound at this precision (convert/bounds.py), with the command line's overrides."""

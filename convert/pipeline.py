@@ -33,6 +33,7 @@ from .sources import load_source
 from .sources.base import SourceModel
 from .sources.tasks import refine_task
 from .targets import ArtifactResult, run_target
+from .text import find_tokenizer, package_tokenizer
 from .validate import TaskInfo
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -64,6 +65,7 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
     step("loading source model")
     source = load_source(options)
     compat.refuse_unfit(source, options.formats, options.precisions)
+    tokenizer = find_tokenizer(options.tokenizer, options.source, source.schema)  # text models (convert/text.py)
     calibration, validation = _datasets(options, source)
     step("running the source model on the validation data")
     reference = run_all(source.reference, validation.feeds, source.schema)
@@ -95,6 +97,7 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
             artifacts=[r.entry for r in results], samples=builder.file_entry(SAMPLES_NAME),
             reference=reference_statistics(source.schema, stats_data.feeds, stats_outputs, info, stats_data.source),
             metrics=source.metrics, failed=failed, lineage=source.lineage,
+            tokenizer=package_tokenizer(tokenizer, source.schema, builder.root, builder.file_entry) if tokenizer else None,
         )
         bundle = builder.commit(manifest, sign_key)
     return ConversionResult(bundle, manifest, results, failed)

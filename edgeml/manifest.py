@@ -60,6 +60,44 @@ class FailedTarget:
                    _req(obj, "reason", where, _str, 4000), _object(obj.get("validation") or {}, f"{where}.validation"))
 
 
+TEXT_ROLES = ("input_ids", "attention_mask", "token_type_ids")  # what a text model's inputs may mean
+
+
+@dataclass
+class TokenizerEntry:
+    """The tokenizer a text bundle carries (a Hugging Face `tokenizers` JSON file inside the bundle).
+
+    `file` is hashed like every other file, so the signed manifest covers it. `inputs` maps each role
+    the tokenizer fills (input_ids, attention_mask, token_type_ids) to the model input that takes it;
+    `text_input` is the name raw text arrives under (`Model.predict({"text": [...]})`, an OIP BYTES
+    tensor); `max_length` truncates longer texts (None: no limit known).
+    """
+
+    file: FileEntry
+    inputs: dict[str, str]
+    text_input: str = "text"
+    max_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file.to_dict(), "inputs": dict(self.inputs), "text_input": self.text_input,
+                "max_length": self.max_length}
+
+    @classmethod
+    def parse(cls, obj: Any, where: str = "tokenizer") -> "TokenizerEntry":
+        obj = _object(_load(obj, where), where)
+        roles = _object(_req(obj, "inputs", where, _object), f"{where}.inputs")
+        if "input_ids" not in roles or any(r not in TEXT_ROLES or not isinstance(n, str) or not n for r, n in roles.items()):
+            raise ValueError(f"{where}.inputs must map input_ids (and optionally attention_mask, token_type_ids) "
+                             "to input names")
+        max_length = obj.get("max_length")
+        if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+            raise ValueError(f"{where}.max_length must be a positive integer or null")
+        text_input = obj.get("text_input", "text")
+        if not isinstance(text_input, str) or not 0 < len(text_input) <= 128:
+            raise ValueError(f"{where}.text_input must be a short string")
+        return cls(FileEntry.parse(obj.get("file"), f"{where}.file"), dict(roles), text_input, max_length)
+
+
 @dataclass
 class Manifest:
     name: str
@@ -76,6 +114,7 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     failed: list[FailedTarget] = field(default_factory=list)  # requested targets not shipped, with reasons
     lineage: dict[str, Any] | None = None  # where the model came from: source URI, MLflow/train run ids, data sha256
+    tokenizer: TokenizerEntry | None = None  # text models: the tokenizer file and what the inputs mean
     format_version: int = FORMAT_VERSION
 
     def artifact(self, format: str, precision: str) -> ArtifactEntry:
@@ -87,7 +126,11 @@ class Manifest:
 
     def all_files(self) -> list[FileEntry]:
         files = [f for a in self.artifacts for f in a.files]
-        return ([self.samples] if self.samples else []) + files
+        return self.support_files() + files
+
+    def support_files(self) -> list[FileEntry]:
+        """Files a device needs besides its one artifact: the golden samples and the tokenizer."""
+        return ([self.samples] if self.samples else []) + ([self.tokenizer.file] if self.tokenizer else [])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +149,7 @@ class Manifest:
             "metrics": self.metrics,
             "failed": [f.to_dict() for f in self.failed],
             "lineage": self.lineage,
+            **({"tokenizer": self.tokenizer.to_dict()} if self.tokenizer else {}),
         }
 
     def to_json_bytes(self) -> bytes:
@@ -128,6 +172,7 @@ class Manifest:
                 reference=d.get("reference", {}), metrics=d.get("metrics", {}),
                 failed=[FailedTarget.parse(f, f"failed[{i}]") for i, f in enumerate(d.get("failed") or [])],
                 lineage=_lineage(d.get("lineage")), format_version=version,
+                tokenizer=TokenizerEntry.parse(d["tokenizer"]) if d.get("tokenizer") else None,
             )
         except ProtocolError as exc:
             # A path escaping the bundle is tampering, not a typo: refuse it as an integrity failure.

@@ -21,6 +21,7 @@ from edgeml.errors import EdgeMLError, NotFoundError, UsageError
 
 from .dashboard.routes import dashboard_router
 from .dashboard.session import Gate, Throttled
+from .capture_api import CaptureBody, capture_router, capture_store
 from .provision import provision_device
 from .registry import TOO_LARGE
 from .rollouts.api import rollouts_router
@@ -53,11 +54,13 @@ class AssignRequest(BaseModel):
     version: str
     device: str | None = None
     selector: dict[str, str] | None = Field(default=None, description="tags every chosen device must have")
+    capture: CaptureBody | None = Field(default=None, description="data capture policy (off when absent)")
 
 
 def create_app(service: FleetService) -> FastAPI:
     app = FastAPI(title="edgeml fleet", version="1", description="Registry, devices, assignments and telemetry of an edgeml fleet.")
     gate = Gate(service.config.token)  # bearer token or a dashboard session; throttles wrong tokens
+    capture = capture_store(service)  # captured requests: fleet/capture.py
 
     def auth(request: Request) -> None:
         gate.require(request)
@@ -147,7 +150,8 @@ def create_app(service: FleetService) -> FastAPI:
             ids = service.devices.select(req.selector or {})
             if not ids:
                 raise NotFoundError(f"no device matches {req.selector}")
-        docs = service.devices.assign(ids, req.model, req.version, service.publish)
+        policies = None if req.capture is None else req.capture.policies(capture)
+        docs = service.devices.assign(ids, req.model, req.version, service.publish, capture=policies)
         return {"assigned": [{"device": d["device_id"], "seq": d["seq"]} for d in docs]}
 
     @app.post("/api/v1/devices/{device_id}/provision", dependencies=[Depends(auth)])
@@ -169,6 +173,7 @@ def create_app(service: FleetService) -> FastAPI:
     app.include_router(dashboard_router(service, gate, auth))
 
     app.include_router(rollouts_router(service.rollouts), dependencies=[Depends(auth)])
+    app.include_router(capture_router(capture, auth))  # device uploads use their own token
     return app
 
 

@@ -13,6 +13,7 @@ from edgeml.table import print_table
 from .cli_options import client as _client
 from .cli_options import kv as _kv
 from .cli_options import server_option, token_option
+from .capture_cli import capture, capture_body, capture_option, exclude_option
 from .rollouts.cli import rollout
 
 
@@ -42,14 +43,19 @@ def fleet() -> None:
               help="Seconds a signed desired document stays valid; the fleet re-signs it at half-life (devices refuse expired ones).")
 @click.option("--insecure-broker", is_flag=True,
               help="Embedded broker without device authentication or topic ACLs (local experiments only).")
+@click.option("--capture-retention", default="30d", show_default=True,
+              help="Captured rows older than this (by arrival) are purged, e.g. 30d, 12h.")
 def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, token, sign_key, verify_key, prefix,
-          ingest_workers, desired_validity, insecure_broker) -> None:
+          ingest_workers, desired_validity, insecure_broker, capture_retention) -> None:
     """Run the registry, artifact store, MQTT ingest and REST API (and an embedded broker without --broker).
 
     The embedded broker admits only the fleet and devices provisioned with `edgeml fleet provision`.
     """
+    from .capture import parse_duration
     from .server import run_fleet
     from .service import FleetConfig
+
+    retention_s = parse_duration(capture_retention, "--capture-retention")
 
     if token is not None and not token.strip():
         raise UsageError("--token is empty (or EDGEML_FLEET_TOKEN is set to an empty string): give a real token, "
@@ -64,7 +70,8 @@ def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, 
     run_fleet(FleetConfig(data_dir=data_dir, db_url=db_url, broker_url=broker_url, mqtt_port=mqtt_port, http_host=host,
                           http_port=http_port, public_url=public_url, token=token, sign_key=sign_key,
                           verify_key=verify_key, prefix=prefix, ingest_workers=ingest_workers,
-                          insecure_broker=insecure_broker, extra={"desired_validity_s": desired_validity}))
+                          insecure_broker=insecure_broker, extra={"desired_validity_s": desired_validity,
+                                                                  "capture_retention_s": retention_s}))
 
 
 @fleet.command("push")
@@ -119,9 +126,12 @@ def devices(server: str, token: str | None, tag: tuple[str, ...], version: str |
 @fleet.command("assign")
 @click.argument("args", nargs=-1, required=True)
 @click.option("--selector", multiple=True, help="k=v device tag selector (instead of DEVICE); repeatable.")
+@capture_option
+@exclude_option
 @server_option
 @token_option
-def assign(args: tuple[str, ...], selector: tuple[str, ...], server: str, token: str | None) -> None:
+def assign(args: tuple[str, ...], selector: tuple[str, ...], capture: str | None, capture_exclude: str, server: str,
+           token: str | None) -> None:
     """Set the desired version: `assign DEVICE MODEL VERSION` or `assign --selector k=v MODEL VERSION`."""
     if selector:
         if len(args) != 2:
@@ -131,6 +141,7 @@ def assign(args: tuple[str, ...], selector: tuple[str, ...], server: str, token:
         if len(args) != 3:
             raise UsageError("give DEVICE MODEL VERSION (or --selector k=v MODEL VERSION)")
         body = {"device": args[0], "model": args[1], "version": args[2]}
+    body["capture"] = capture_body(capture, capture_exclude)
     result = _client(server, token).post("/api/v1/assign", body)
     for a in result["assigned"]:
         click.echo(f"{a['device']}: desired {body['model']} {body['version']} (seq {a['seq']})")
@@ -166,3 +177,4 @@ def provision(device: str, server: str, token: str | None, as_json: bool) -> Non
 
 
 fleet.add_command(rollout)
+fleet.add_command(capture)

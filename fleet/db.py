@@ -79,6 +79,21 @@ events = Table(
     Column("payload", JSON, nullable=False),
 )
 
+# Captured requests uploaded by devices (fleet/capture.py): inputs/outputs as canonical JSON text.
+captured_rows = Table(
+    "captured_rows", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(128), nullable=False, index=True),
+    Column("model", String(128), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("received_at", Float, nullable=False, index=True),
+    Column("inputs", Text, nullable=False),
+    Column("outputs", Text, nullable=False),
+    Index("ix_captured_model_version_ts", "model", "version", "ts"),
+)
+
 
 def default_url(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'fleet.db').absolute()}"

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from edgeml.messages import Desired, Event, Reported, ShadowSpec, Status
+from edgeml.messages.capture import CapturePolicy
 from edgeml.protocol import Topics
 
 from . import db
@@ -114,11 +115,13 @@ class DeviceRegistry:
         return None if row is None else device_row(dict(row))
 
     def assign(self, device_ids: list[str], model: str, version: str, publish: Publish,
-               shadow: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+               shadow: tuple[str, str] | None = None,
+               capture: Callable[[str], CapturePolicy] | None = None) -> list[dict[str, Any]]:
         """Bump each device's sequence number, sign its desired document and publish it retained.
 
         `shadow` (model, version): a candidate the device installs beside the active model and mirrors
         a sample of requests to (shadow rollouts); a document without it removes any shadow.
+        `capture`: device id -> its data capture policy (fleet/capture.py); None switches capture off.
         Returns the published documents as dicts (`Desired.to_dict()`).
         """
         docs = []
@@ -127,7 +130,8 @@ class DeviceRegistry:
                 seq = _seq(conn.execute(select(db.devices.c.desired_seq).where(db.devices.c.id == device_id)).scalar()) + 1
                 conn.execute(update(db.devices).where(db.devices.c.id == device_id)
                              .values(desired_seq=seq, desired_model=model, desired_version=version))
-                docs.append(self.desired_document(device_id, seq, model, version, shadow))
+                docs.append(self.desired_document(device_id, seq, model, version, shadow,
+                                                  None if capture is None else capture(device_id)))
         for doc in docs:
             publish(self.topics.device(doc.device_id, "desired"), doc.sign(self.sign_key), True)
         return [doc.to_dict() for doc in docs]
@@ -135,11 +139,11 @@ class DeviceRegistry:
     validity_s = 24 * 3600.0  # desired documents expire after this; fleet/freshness.py re-signs them before
 
     def desired_document(self, device_id: str, seq: int, model: str, version: str,
-                         shadow: tuple[str, str] | None = None) -> Desired:
+                         shadow: tuple[str, str] | None = None, capture: CapturePolicy | None = None) -> Desired:
         now = time.time()
         return Desired(device_id, seq, **self._locations(model, version), issued_at=now,
                        shadow=None if shadow is None else ShadowSpec(**self._locations(*shadow)),
-                       expires_at=now + self.validity_s)
+                       expires_at=now + self.validity_s, capture=capture)
 
     def _locations(self, model: str, version: str) -> dict[str, str]:
         base = f"{self.public_url}/api/v1"

@@ -88,6 +88,34 @@ def _matches(shape: Sequence[int], expected: Sequence[int | None]) -> bool:
     return len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
 
 
+class SharedDims:
+    """Inputs whose schemas name the same dynamic axis (e.g. input_ids and attention_mask share
+    `sequence`) must agree in its size; a mismatch is a DataError naming both inputs and the axis."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, specs: list[TensorSpec]) -> None:
+        by_name: dict[str, list[tuple[str, int]]] = {}
+        for spec in specs:
+            for axis in range(len(spec.shape)):
+                dim = spec.dim_name(axis)
+                if dim is not None:
+                    by_name.setdefault(dim, []).append((spec.name, axis))
+        self.groups = [(dim, members) for dim, members in by_name.items() if len(members) > 1]
+
+    def __call__(self, feeds: Feeds) -> Feeds:
+        for dim, members in self.groups:
+            first_name, first_axis = members[0]
+            size = feeds[first_name].shape[first_axis]
+            for name, axis in members[1:]:
+                if feeds[name].shape[axis] != size:
+                    raise DataError(f"inputs {first_name!r} and {name!r} share the dynamic dimension {dim!r} but have "
+                                    f"sizes {size} and {feeds[name].shape[axis]} (shapes "
+                                    f"{_shape_text(feeds[first_name].shape)} and {_shape_text(feeds[name].shape)}); "
+                                    "send them with equal lengths")
+        return feeds
+
+
 class FeedBuilder:
     """Accept a dict of arrays, one array (one-input models) or records (tabular models)."""
 
@@ -97,8 +125,16 @@ class FeedBuilder:
         self.single = self.checks[0] if len(self.checks) == 1 else None
         self.tabular = all(c.features for c in self.checks)
         self._name_set = frozenset(self.names)
+        shared = SharedDims(specs)
+        # None when no two inputs share a named axis: the hot path then pays nothing for the check.
+        self.shared: SharedDims | None = shared if shared.groups else None
 
     def __call__(self, inputs: Any) -> Feeds:
+        feeds = self.build(inputs)
+        return feeds if self.shared is None else self.shared(feeds)
+
+    def build(self, inputs: Any) -> Feeds:
+        """Feeds from `inputs`, each input checked on its own (`__call__` also checks shared axes)."""
         single = self.single
         if single is not None and type(inputs) is np.ndarray:
             return {single.name: single(inputs)}

@@ -65,6 +65,8 @@ class Model:
         self._run = session.run if self.fixed_batch is None else self._run_in_batches
         specs = manifest.inputs if self.fixed_batch is None else [_any_batch(s) for s in manifest.inputs]
         self.prepare = FeedBuilder(specs, artifact.details.get("io_dtype"))
+        # Text bundles (a tokenizer in the manifest) also take raw text; runtime/text.py, loaded only for them.
+        self.text: Any = _text_encoder(bundle, manifest)
 
     @property
     def name(self) -> str:
@@ -75,10 +77,14 @@ class Model:
         return self.info.version
 
     def predict(self, inputs: Any) -> dict[str, np.ndarray]:
-        """Run the model on a dict of arrays, one array (one-input models) or records (tabular models).
+        """Run the model on a dict of arrays, one array (one-input models) or records (tabular models);
+        text bundles also take raw text: a string, a list of strings or {"text": [...]}.
 
         Returns the outputs by name. Raises DataError for inputs that do not fit the schema.
         """
+        text = self.text
+        if text is not None and text.accepts(inputs):
+            inputs = text.encode(inputs)
         feeds = self.prepare(inputs)
         try:
             return self._run(feeds)
@@ -132,7 +138,17 @@ def fixed_batch(inputs: list[TensorSpec], artifact: ArtifactEntry) -> int | None
 
 
 def _any_batch(spec: TensorSpec) -> TensorSpec:
-    return TensorSpec(spec.name, spec.dtype, [None, *spec.shape[1:]], spec.feature_names) if spec.shape else spec
+    if not spec.shape:
+        return spec
+    return TensorSpec(spec.name, spec.dtype, [None, *spec.shape[1:]], spec.feature_names, spec.dim_names)
+
+
+def _text_encoder(bundle: Path, manifest: Manifest) -> Any:
+    if manifest.tokenizer is None:
+        return None
+    from .text import TextEncoder
+
+    return TextEncoder(bundle, manifest.tokenizer, manifest.inputs)
 
 
 def load(

@@ -35,6 +35,8 @@ from .options import Device, ExplainKind, SearchKind, TaskKind, TrainOptions
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice([d.value for d in Device]), default="cpu", show_default=True, help="PyTorch models.")
 @click.option("--epochs", type=int, help="PyTorch models: maximum epochs (early stopping may end sooner).")
+@click.option("--ray", "ray_address", metavar="ADDRESS|auto",
+              help="Run random/bayes search as Ray Tune trials on this Ray cluster (needs edgeml[ray]).")
 @click.option("--jobs", "n_jobs", type=int, default=-1, show_default=True, help="Parallel processes for CV and search (-1: all cores).")
 @click.option("--explain", type=click.Choice([e.value for e in ExplainKind]), default=ExplainKind.PERMUTATION.value,
               show_default=True, help="Feature importance in the report: permutation, SHAP (slower, needs shap) or none.")
@@ -48,7 +50,8 @@ from .options import Device, ExplainKind, SearchKind, TaskKind, TrainOptions
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def train(config: Path | None, data: Path | None, dataset: str | None, target: str | None, task: str | None, model: str | None,
           search: str, trials: int, cv: int, test_size: float, sensitive: str | None, bias_threshold: float,
-          positive_label: str | None, seed: int, device: str, epochs: int | None, n_jobs: int, explain: str, robustness: bool,
+          positive_label: str | None, seed: int, device: str, epochs: int | None, ray_address: str | None, n_jobs: int,
+          explain: str, robustness: bool,
           mlflow_uri: str | None, register: str | None, out: Path | None, force: bool, as_json: bool) -> None:
     """Train a model with cross-validation, search, evaluation and bias checks into a run directory.
 
@@ -66,7 +69,7 @@ def train(config: Path | None, data: Path | None, dataset: str | None, target: s
         out=Path(out), model=model, data=Path(data) if data else None, dataset=dataset, target=target,
         task=TaskKind(task) if task else None, search=SearchKind(search), trials=trials, cv=cv, test_size=test_size,
         sensitive=sensitive, bias_threshold=bias_threshold, positive_label=positive_label, seed=seed, device=Device(device),
-        epochs=epochs, n_jobs=n_jobs, mlflow=mlflow_uri, register=register, explain=ExplainKind(explain),
+        epochs=epochs, ray=ray_address, n_jobs=n_jobs, mlflow=mlflow_uri, register=register, explain=ExplainKind(explain),
         robustness=robustness, force=force,
     )
     result = run_train(options, Reporter(quiet=as_json))

@@ -52,6 +52,7 @@ class TrainOptions:
     device: Device = Device.CPU
     epochs: int | None = None  # torch models: override the model's default
     n_jobs: int = -1
+    ray: str | None = None  # Ray cluster address for search trials (--ray ADDRESS|auto); None = local
     mlflow: str | None = None  # tracking URI (--mlflow)
     register: str | None = None  # registered model name (--register, needs --mlflow)
     explain: ExplainKind = ExplainKind.PERMUTATION

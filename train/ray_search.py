@@ -12,8 +12,10 @@ best parameters are then fitted on the whole training split here, on the driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from typing import Any
@@ -119,7 +121,9 @@ def ray_search(pipeline: Any, space: Space, X: Any, y: Any, cv: Any, scoring: An
                            tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=options.trials,
                                                        search_alg=search_alg),
                            run_config=tune.RunConfig(storage_path=storage, name="search", verbose=0))
-        with reporter.bar(f"{options.search.value} search on Ray: {options.trials} trials x {options.cv} folds", None):
+        # Tune prints its experiment tables to stdout whatever the verbosity: keep stdout for --json.
+        with reporter.bar(f"{options.search.value} search on Ray: {options.trials} trials x {options.cv} folds", None), \
+                contextlib.redirect_stdout(sys.stderr):
             grid = tuner.fit()
         errors = [r.error for r in grid if r.error is not None]
         if len(errors) == len(grid):

@@ -75,7 +75,12 @@ def run_search(pipeline: Any, space: Space, X: Any, y: Any, task: TaskKind, opti
     cv = splitter(task, y, options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = SEARCHES[options.search](pipeline, space, X, y, cv, SCORING[task], options, reporter)
+        if options.ray:
+            from .ray_search import ray_search
+
+            result = ray_search(pipeline, space, X, y, cv, SCORING[task], options, reporter, options.ray)
+        else:
+            result = SEARCHES[options.search](pipeline, space, X, y, cv, SCORING[task], options, reporter)
     result.scoring = scoring_name(task)
     result.seconds = time.perf_counter() - start
     return result

@@ -9,6 +9,7 @@ from edgeml.hashing import sha256_file
 
 from ..onnx_utils import onnx_module, schema_from_onnx
 from ..options import ConvertOptions, Task
+from ..text import name_dims
 from .base import SourceModel
 from .onnx_ml import classifier_view, session_runner
 from .tasks import guess_task
@@ -35,7 +36,7 @@ class OnnxFileLoader:
 
         model, ml = classifier_view(model)  # ai.onnx.ml classifiers: ZipMap -> tensor, task from the operator
         run = session_runner(model) if ml and ml.rewritten else get_backend("onnxruntime").load(path, BackendOptions()).run
-        schema = schema_from_onnx(model)
+        schema = name_dims(schema_from_onnx(model), model)  # dim_params -> named dynamic axes (convert/text.py)
         classifier = ml if ml and ml.task == Task.CLASSIFICATION else None
         task, score_output = (ml.task, ml.score_output) if classifier and options.task is None else guess_task(schema, options.task)
         return SourceModel(

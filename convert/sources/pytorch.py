@@ -26,6 +26,7 @@ from edgeml.schema import TensorSpec
 
 from ..onnx_utils import onnx_module, schema_from_onnx
 from ..options import ConvertOptions
+from ..text import name_dims
 from .base import SourceModel
 from .tasks import guess_task
 
@@ -56,6 +57,7 @@ class PyTorchLoader:
         schema = schema_from_onnx(onnx_model)
         for spec, onnx_spec in zip(specs, schema.inputs):
             onnx_spec.shape = [None if s is None else d for s, d in zip(spec.shape, onnx_spec.shape)] or onnx_spec.shape
+        name_dims(schema, onnx_model)  # the exporter's dim_params (torch Dim symbols) as named dynamic axes
         task, score_output = guess_task(schema, options.task)
         output_names = [o.name for o in schema.outputs]
         return SourceModel(

@@ -8,7 +8,8 @@ values the model must reproduce). scikit-learn then computes:
 - DecisionTree / RandomForest / ExtraTrees / GradientBoosting: features cast to float32, compared with
   float64 thresholds (skl2onnx adjusts its float32 thresholds so that comparison is exact);
 - HistGradientBoosting: float64 features against float64 thresholds, which sit exactly on training
-  values, so a float32 threshold sends those values down the wrong branch.
+  values, so a float32 threshold sends those values down the wrong branch; LightGBM likewise compares
+  in float64, with thresholds that can lie within one float32 step of training values.
 
 A graph computed in float32 throughout differs by one rounding before a split and flips it (probability
 errors of 0.005–0.15). For estimators of FEATURE_DTYPE the graph is therefore built as: float32 inputs ->
@@ -26,6 +27,8 @@ import numpy as np
 
 from edgeml.schema import TensorSpec
 
+from .sklearn_compat import TREE_OPS
+
 # Final estimator class -> dtype it compares features in (registry; absent = plain float32 graph).
 FEATURE_DTYPE: dict[str, str] = {
     **{name: "float32" for name in (
@@ -42,7 +45,7 @@ FEATURE_DTYPE: dict[str, str] = {
     "LGBMRegressor": "float64",
 }
 ML = "ai.onnx.ml"
-_TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
+_TREE_OPS = TREE_OPS
 Convert = Callable[[Any, list[tuple[str, str, list]]], Any]  # (estimator, [(name, dtype, shape)]) -> ModelProto
 
 
@@ -83,7 +86,7 @@ def loadable(model: Any) -> Any:
 def _thresholds(dtype: str) -> Any:
     from contextlib import nullcontext
 
-    from .sklearn_compat import float64_thresholds
+    from .sklearn_compat import float64_thresholds  # noqa: F811 (lazy: patches skl2onnx on first use)
 
     return float64_thresholds() if dtype == "float64" else nullcontext()
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol, Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..protocol import DEVICE_ID_RE, ProtocolError, sign_document, verify_document
+from .capture import CapturePolicy
 from .fields import (
     MAX_SEQ, MAX_COUNT, MAX_TIME, MAX_NAME, MAX_URL, MAX_BINS, CODE_RE, Json, _bad, _object, _get, _int, _num,
     _str, _text, _list, _counts, _opt, _req, _load, _drop_none, _Message,
@@ -95,6 +96,7 @@ class Desired(_Message):
     issued_at: float | None = None
     shadow: ShadowSpec | None = None
     expires_at: float | None = None
+    capture: CapturePolicy | None = None  # data capture on (fleet/capture.py); absent: off
 
     @classmethod
     def parse(cls, obj_or_bytes: Any) -> Self:
@@ -106,7 +108,8 @@ class Desired(_Message):
             raise _bad("expires_at", "must not be before issued_at")
         return cls(device_id=_req(obj, "device_id", "", _str, 128, DEVICE_ID_RE), seq=_req(obj, "seq", "", _int, 0, MAX_SEQ),
                    **_location(obj, ""), issued_at=issued,
-                   shadow=None if shadow is None else ShadowSpec.parse(shadow), expires_at=expires)
+                   shadow=None if shadow is None else ShadowSpec.parse(shadow), expires_at=expires,
+                   capture=None if obj.get("capture") is None else CapturePolicy.parse(obj["capture"]))
 
     @classmethod
     def verify(cls, payload: bytes, key: Ed25519PublicKey | None) -> Self:
@@ -126,7 +129,8 @@ class Desired(_Message):
         return _drop_none({"device_id": self.device_id, "seq": self.seq, "model": self.model, "version": self.version,
                            "manifest_url": self.manifest_url, "signature_url": self.signature_url,
                            "blob_url": self.blob_url, "issued_at": self.issued_at, "expires_at": self.expires_at,
-                           "shadow": self.shadow.to_dict() if self.shadow else None})
+                           "shadow": self.shadow.to_dict() if self.shadow else None,
+                           "capture": self.capture.to_dict() if self.capture else None})
 
     def sign(self, key: Ed25519PrivateKey) -> bytes:
         """The signed wire form: {"doc": ..., "sig": ...} (edgeml.protocol.sign_document)."""
@@ -359,8 +363,13 @@ class Telemetry(_Message):
 
 @dataclass(frozen=True)
 class TelemetryAck(_Message):
-    """fleet -> device (retained, QoS 1, on PREFIX/devices/ID/telemetry_ack): every telemetry message of
-    this device with `seq` <= this one is durably stored; the device may drop those from its outbox."""
+    """fleet -> device (retained, QoS 1, on PREFIX/devices/ID/telemetry_ack): the highest telemetry `seq`
+    of this device the fleet has durably stored (each (device, seq) is stored once).
+
+    The device drops every spooled message with seq <= this one. That is safe because one MQTT session
+    delivers a device's messages in order and, after every reconnect, the device resends only its oldest
+    unacknowledged message until that one is acknowledged (runtime/agent/outbox.py): messages the broker
+    lost while the fleet was away are resent before anything newer can be acknowledged over them."""
 
     seq: int
 

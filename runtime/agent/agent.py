@@ -37,6 +37,7 @@ from ..backends import available_backends
 from ..model import Model
 from ..selection import Preference
 from ..server.holder import ModelHolder
+from .capture import CaptureSampler
 from .download import DownloadLimits
 from .installer import CANCELLED, InstallFailed, Installer, describe
 from .outbox import Outbox
@@ -75,7 +76,8 @@ class DeviceAgent:
         self.recorder = TelemetryRecorder()
         self.shadow = ShadowRunner(self.store.root / "shadow", lambda store: Installer(
             store, config.bundle_key, config.preference, config.threads, config.download), config.shadow_sample)
-        self.recorder.mirror = self.shadow.offer
+        self.capture = CaptureSampler(self.store.root / "capture")  # data capture (off until a policy arrives)
+        self.recorder.mirror = lambda *req: (self.shadow.offer(*req), self.capture.offer(*req))
         self.outbox = Outbox(self.store.root / "outbox", config.outbox_limit)
         self.recorder.seq = self.outbox.last_seq  # telemetry sequence numbers stay monotonic across restarts
         self.state = self.store.state()
@@ -136,6 +138,7 @@ class DeviceAgent:
     def start(self) -> "DeviceAgent":
         self.resume()
         self._stale = self.stale()
+        self.capture.start()
         self.client.connect_async(self.address.host, self.address.port, keepalive=30)
         self.client.loop_start()
         for target, name in ((self._install_loop, "agent-installer"), (self._telemetry_loop, "agent-telemetry")):
@@ -155,6 +158,7 @@ class DeviceAgent:
         for t in self._threads:
             t.join(timeout=5)
         self.shadow.stop()
+        self.capture.stop()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -245,6 +249,7 @@ class DeviceAgent:
         self._update_shadow(doc)
 
     def _update_shadow(self, doc: Desired) -> None:
+        self.capture.update(doc.capture)  # every accepted document carries (or drops) the capture policy
         before = self.shadow.reported()
         self.shadow.update(doc.shadow, self._event)
         if self.shadow.reported() != before:

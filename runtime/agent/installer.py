@@ -91,7 +91,7 @@ class Installer:
             artifact = select_artifact(manifest, self.preference)
         except EdgeMLError as exc:
             raise InstallFailed("no_runnable_artifact", exc.message) from None
-        files = list(artifact.files) + ([manifest.samples] if manifest.samples else [])
+        files = list(artifact.files) + manifest.support_files()  # the samples and a text bundle's tokenizer
         for entry in files:
             if entry.path in RESERVED:
                 raise InstallFailed("unsafe_path", f"the manifest lists {entry.path!r}, a name the device store reserves")

@@ -79,6 +79,9 @@ class InferCodec:
         self.model_name = model.info.name
         self.model_version = model.info.version
         self.checks = {c.name: c for c in model.prepare.checks}  # the model's own input checks
+        self.shared = model.prepare.shared  # inputs that share a named axis must agree (None: none do)
+        text = getattr(model, "text", None)  # a text bundle also takes one BYTES tensor of raw text
+        self.text = text if text is not None and text.text_input not in self.checks else None
         self.output_names = [s.name for s in model.outputs]
         self.output_set = frozenset(self.output_names)
 
@@ -100,10 +103,15 @@ class InferCodec:
             if name in given:
                 raise RequestError(f"input {name!r} appears twice in \"inputs\"")
             given[name] = tensor
-        self._check_names(given)
         reader = binary.BinaryReader(blob)
-        feeds = {name: self._decode_tensor(name, tensor, reader) for name, tensor in given.items()}
+        if self.text is not None and len(given) == 1 and self.text.text_input in given:
+            feeds = self._decode_text(given[self.text.text_input], reader)
+        else:
+            self._check_names(given)
+            feeds = {name: self._decode_tensor(name, tensor, reader) for name, tensor in given.items()}
         reader.finish()
+        if self.shared is not None:
+            self.shared(feeds)
         outputs, parameters = request.get("outputs"), request.get("parameters")
         names = self._requested(outputs)
         chosen = frozenset(binary.wanted(parameters, outputs)) if outputs is not None or parameters is not None else _NONE
@@ -128,6 +136,25 @@ class InferCodec:
         # Decoded as its datatype, then cast to the model's dtype (a no-op when they agree); the
         # input check itself then only compares rank and fixed dimensions.
         return check(tensors.cast(arr, check.dtype, name))
+
+    def _decode_text(self, tensor: dict[str, Any], reader: binary.BinaryReader) -> dict[str, np.ndarray]:
+        """Raw text (a BYTES tensor named like the bundle's text input) tokenized into the model's inputs."""
+        name = self.text.text_input
+        shape, datatype = tensor["shape"], tensor.get("datatype")
+        _check_shape_and_datatype(name, shape, datatype)
+        if datatype != "BYTES":
+            raise RequestError(f"input {name!r} carries raw text: send it as BYTES, not {datatype}")
+        size = binary.binary_size(name, tensor.get("parameters"))
+        if size is None:
+            if "data" not in tensor:
+                raise RequestError(f"input {name!r} has neither \"data\" nor parameters.binary_data_size")
+            arr = _decode(name, shape, datatype, tensor["data"])
+        else:
+            arr = binary.decode(name, shape, datatype, reader.take(name, size))
+        if arr.size == 0:
+            raise RequestError(f"input {name!r}: shape {shape} holds no texts; send at least one")
+        feeds = self.text.encode(arr)
+        return {n: self.checks[n](v) for n, v in feeds.items()}
 
     def _check_names(self, given: dict[str, Any]) -> None:
         unknown = [n for n in given if n not in self.checks]

@@ -1,0 +1,234 @@
+"""Data capture end to end: real Mosquitto, a real fleet and real `edgeml serve --fleet` devices.
+
+Capture is off by default; `assign --capture 1.0` makes rows (with outputs) arrive; the hourly cap holds;
+sensitive columns never leave the device; delete, export and retention work; bad uploads get a 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleet_fixtures import TOKEN, infer, start_device, start_fleet, start_mosquitto, wait_until
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+SECRET = 9.87654  # the value sent in the sensitive column: it must appear nowhere on the fleet
+
+
+def make_named_bundle(root: Path, keys) -> Path:
+    """Iris fitted on a DataFrame: the bundle's input carries the four feature names."""
+    import joblib
+    import pandas as pd
+    from sklearn.datasets import load_iris
+    from sklearn.neural_network import MLPClassifier
+
+    from edgeml.convert.options import ConvertOptions, Precision
+    from edgeml.convert.pipeline import convert
+
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    model = MLPClassifier((8,), max_iter=500, random_state=0).fit(pd.DataFrame(X, columns=FEATURES), y)
+    joblib.dump(model, root / "iris.joblib")
+    np.savez(root / "iris.npz", input=X, label=y)
+    options = ConvertOptions(source=str(root / "iris.joblib"), out=root / "iris-1.0", name="iris", version="1.0",
+                             precisions=[Precision.FP32], calibration=root / "iris.npz", sign_key=keys[0], latency_runs=3)
+    return convert(options).bundle
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, keys):
+    from edgeml.fleet.registry import pack_bundle
+
+    root = tmp_path_factory.mktemp("capture")
+    bundle = make_named_bundle(root, keys)
+    broker = start_mosquitto(root)
+    fleet = start_fleet(root, keys, broker_url=broker.url)
+    devices = [start_device(root, f"cap{i}-{time.time_ns() % 10**6}", broker.url, keys[1], interval=0.5) for i in range(2)]
+    try:
+        assert fleet.api("POST", "/api/v1/models", pack_bundle(bundle))[0] == 201
+        for d in devices:
+            wait_until(lambda: fleet.device(d.device_id), 30, "registration")
+            assert fleet.api("POST", "/api/v1/assign", {"model": "iris", "version": "1.0", "device": d.device_id})[0] == 200
+        for d in devices:
+            wait_until(lambda: (fleet.device(d.device_id) or {}).get("state") == "active", 60, "v1 active")
+        yield fleet, devices
+    finally:
+        for d in devices:
+            d.proc.kill()
+        fleet.proc.terminate()
+        broker.stop()
+
+
+def rows_of(fleet, device_id: str) -> list[dict]:
+    body = fleet.get("/api/v1/capture/rows?model=iris&limit=1000")
+    return [r for r in body["rows"] if r["device_id"] == device_id]
+
+
+def requests_seen(fleet, device_id: str) -> int:
+    """Requests the fleet's telemetry has counted for a device (proof the device observed them)."""
+    events = fleet.get(f"/api/v1/devices/{device_id}")
+    return int((events.get("telemetry") or {}).get("requests") or 0)
+
+
+def send(device, n: int) -> None:
+    for i in range(n):
+        infer(device.url, "iris", [[5.1, 3.5, 1.4, SECRET], [6.7, 3.0, 5.2, 2.3 + i / 100]])
+
+
+def buffered(device) -> list[Path]:
+    """Captured rows waiting on the device: the open batch and sealed ones."""
+    return sorted((device.store / "capture").glob("*.jsonl"))
+
+
+def applied(device) -> dict:
+    """The capture policy the device applies (STORE/capture/policy.json), {} when off."""
+    path = device.store / "capture" / "policy.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def cli(server: str, *args: str):
+    from click.testing import CliRunner
+
+    from edgeml.cli import cli as root
+
+    result = CliRunner().invoke(root, [*args, "--server", server, "--token", TOKEN])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_capture_is_off_by_default(setup):
+    fleet, (dev, _) = setup
+    before = requests_seen(fleet, dev.device_id)
+    send(dev, 10)
+    wait_until(lambda: requests_seen(fleet, dev.device_id) >= before + 10, 30, "telemetry counting the requests")
+    assert fleet.get("/api/v1/capture/stats")["stored_rows"] == 0
+    assert buffered(dev) == [] and applied(dev) == {}
+
+
+def test_rate_one_captures_every_request_with_outputs_and_never_the_sensitive_column(setup):
+    fleet, (dev, other) = setup
+    for d in (dev, other):
+        r = cli(fleet.url, "fleet", "assign", d.device_id, "iris", "1.0", "--capture", "1.0",
+                "--capture-exclude", "petal_width")
+        assert r.exit_code == 0, r.output
+    for d in (dev, other):
+        wait_until(lambda: applied(d).get("sensitive") == ["petal_width"], 30, "the device to take the policy")
+        assert _captures(d)
+    send(dev, 5)
+    send(other, 2)
+    rows = wait_until(lambda: len(rows_of(fleet, dev.device_id)) >= 6 and rows_of(fleet, dev.device_id), 30, "rows")
+    rows = rows_of(fleet, dev.device_id)
+    assert len(rows) == 6  # the probe request plus five
+    for r in rows:
+        x = r["inputs"]["input"]
+        assert x["features"] == FEATURES[:3] and x["shape"] == [2, 3] and len(x["data"]) == 6
+        assert r["outputs"] and all(t["data"] for t in r["outputs"].values())
+        assert r["version"] == "1.0" and r["request_id"]
+    assert len({r["request_id"] for r in rows}) == 6
+    wait_until(lambda: len(rows_of(fleet, other.device_id)) >= 3, 30, "the other device's rows")
+    wait_until(lambda: buffered(dev) == [], 30, "the device buffer to empty after uploads")
+    # The sensitive value is nowhere in the fleet's database (rows are stored as sent).
+    blob = b"".join(p.read_bytes() for p in fleet.data.glob("fleet.db*"))
+    assert str(SECRET).encode() not in blob and b"petal_width" not in blob.replace(b'"petal_width"', b"")
+
+
+def _captures(dev) -> bool:
+    """Send one probe request; True once the device buffered or uploaded something (policy applied)."""
+    infer(dev.url, "iris", [[5.0, 3.0, 1.5, SECRET], [6.0, 2.9, 4.5, 1.5]])
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if buffered(dev):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_delete_removes_only_that_devices_rows(setup):
+    fleet, (dev, other) = setup
+    wait_until(lambda: rows_of(fleet, other.device_id), 30, "rows of the other device")
+    kept = len(rows_of(fleet, other.device_id))
+    r = cli(fleet.url, "fleet", "capture", "delete", dev.device_id)
+    assert r.exit_code == 0 and "deleted 6" in r.output, r.output
+    assert rows_of(fleet, dev.device_id) == [] and len(rows_of(fleet, other.device_id)) == kept
+
+
+def test_export_writes_parquet(setup, tmp_path):
+    import pyarrow.parquet as pq
+
+    fleet, (_, other) = setup
+    n = len(rows_of(fleet, other.device_id))
+    out = tmp_path / "rows.parquet"
+    r = cli(fleet.url, "fleet", "capture", "export", "iris@1.0", "--since", "7d", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    table = pq.read_table(out).to_pylist()
+    assert len(table) == n and {t["device_id"] for t in table} == {other.device_id}
+    assert json.loads(table[0]["inputs"])["input"]["features"] == FEATURES[:3]
+    assert cli(fleet.url, "fleet", "capture", "export", "iris@2.0", "--out", str(tmp_path / "none.parquet")).exit_code == 0
+    assert pq.read_table(tmp_path / "none.parquet").num_rows == 0
+
+
+def test_max_per_hour_caps_captured_requests(setup):
+    fleet, (dev, _) = setup
+    r = cli(fleet.url, "fleet", "assign", dev.device_id, "iris", "1.0", "--capture", "1.0,3")
+    assert r.exit_code == 0, r.output
+    wait_until(lambda: applied(dev).get("max_per_hour") == 3, 30, "the new policy")
+    send(dev, 10)
+    wait_until(lambda: len(rows_of(fleet, dev.device_id)) >= 3 and buffered(dev) == [], 30, "three rows uploaded")
+    send(dev, 5)
+    assert buffered(dev) == [] and len(rows_of(fleet, dev.device_id)) == 3
+    assert fleet.get("/api/v1/capture/stats")["rows"] >= 3
+
+
+def test_bad_uploads_get_a_4xx_and_are_counted(setup, keys):
+    from edgeml.fleet.capture import CaptureStore
+    from edgeml.signing import load_private_key
+
+    fleet, (dev, _) = setup
+    token = CaptureStore(None, load_private_key(keys[0]), fleet.url).token(dev.device_id)
+
+    def post(body: bytes, tok: str | None, device: str = dev.device_id) -> int:
+        req = urllib.request.Request(f"{fleet.url}/api/v1/capture/{device}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {tok}"} if tok else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            assert "error" in json.loads(exc.read())
+            return exc.code
+
+    good = json.dumps({"model": "iris", "version": "1.0", "rows": []}).encode()
+    assert post(good, None) == 401 and post(good, TOKEN) == 401 and post(good, token, "someone-else") == 401
+    assert post(b"{not json", token) == 400
+    assert post(json.dumps({"model": "iris", "version": "1.0", "rows": [{"request_id": "x"}]}).encode(), token) == 400
+    assert post(b"[" + b"0," * (5 << 20) + b"0]", token) == 413
+    assert post(good, token) == 200
+    stats = fleet.get("/api/v1/capture/stats")
+    assert stats["rejected_unauthorized"] >= 3 and stats["rejected_too_large"] >= 1
+    assert sum(v for k, v in stats.items() if k.startswith("rejected_") and k not in
+               ("rejected_unauthorized", "rejected_too_large")) >= 2
+
+
+def test_retention_purges_old_rows(tmp_path, keys, run_cli):
+    from edgeml.fleet import db
+    from edgeml.fleet.capture import CaptureStore
+    from edgeml.signing import load_private_key
+
+    engine = db.connect(db.default_url(tmp_path))
+    store = CaptureStore(engine, load_private_key(keys[0]), "http://fleet", retention_s=1.0)
+    row = {"request_id": "r1", "ts": time.time(), "inputs": {"x": {"dtype": "float32", "shape": [1], "data": [1.0]}},
+           "outputs": {}}
+    assert store.ingest("d1", json.dumps({"model": "m", "version": "1", "rows": [row]}).encode()) == 1
+    assert len(store.rows("m")) == 1 and store.purge() == 0  # younger than the retention period
+    store.start()
+    try:
+        wait_until(lambda: store.rows("m") == [], 10, "the retention loop to purge the row")
+    finally:
+        store.stop()
+    assert store.stats()["purged"] == 1
+    bad = run_cli("fleet", "serve", "--capture-retention", "soon", "--data", str(tmp_path / "f"))
+    assert bad.exit_code != 0 and bad.error_lines and "--capture-retention" in bad.error_lines[0]
