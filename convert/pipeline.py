@@ -32,8 +32,8 @@ from .reference import reference_statistics
 from .sources import load_source
 from .sources.base import SourceModel
 from .sources.tasks import refine_task
-from .targets import ArtifactResult, run_target
-from .text import find_tokenizer, package_tokenizer
+from .targets import ArtifactResult, crash_reason, run_target
+from .text import find_tokenizer, package_tokenizer, probe_max_length, synthetic_text_dataset, text_roles
 from .validate import TaskInfo
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -66,9 +66,9 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
     source = load_source(options)
     compat.refuse_unfit(source, options.formats, options.precisions)
     tokenizer = find_tokenizer(options.tokenizer, options.source, source.schema)  # text models (convert/text.py)
-    calibration, validation = _datasets(options, source)
+    calibration, validation = _datasets(options, source, tokenizer)
     step("running the source model on the validation data")
-    reference = run_all(source.reference, validation.feeds, source.schema)
+    reference = run_source(source, validation.feeds, "validation", tokenizer)
     _decide_task(source, options, reference)
     info = TaskInfo(source.task, source.label_output, source.score_output, source.labels, options.detection_layout)
     results: list[ArtifactResult] = []
@@ -88,7 +88,7 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
         step("writing bundle")
         _write_samples(builder.root / SAMPLES_NAME, validation, reference, source)
         stats_data = calibration or validation
-        stats_outputs = reference if stats_data is validation else run_all(source.reference, stats_data.feeds, source.schema)
+        stats_outputs = reference if stats_data is validation else run_source(source, stats_data.feeds, "calibration", tokenizer)
         manifest = Manifest(
             name=options.name, version=options.version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -97,10 +97,41 @@ def convert(options: ConvertOptions, step: Step = lambda _msg: None) -> Conversi
             artifacts=[r.entry for r in results], samples=builder.file_entry(SAMPLES_NAME),
             reference=reference_statistics(source.schema, stats_data.feeds, stats_outputs, info, stats_data.source),
             metrics=source.metrics, failed=failed, lineage=source.lineage,
-            tokenizer=package_tokenizer(tokenizer, source.schema, builder.root, builder.file_entry) if tokenizer else None,
+            tokenizer=package_tokenizer(tokenizer, source.schema, builder.root, builder.file_entry, source.reference)
+            if tokenizer else None,
         )
         bundle = builder.commit(manifest, sign_key)
     return ConversionResult(bundle, manifest, results, failed)
+
+
+def run_source(source: SourceModel, feeds: dict[str, np.ndarray], what: str,
+               tokenizer: Path | None = None) -> dict[str, np.ndarray]:
+    """The source model's outputs on the validation (or calibration) data. Data it cannot run (sequences
+    longer than it accepts, a wrong feature count, a backend error) is one DataError naming the inputs and
+    their shapes with the backend's first line, never a traceback; nothing has been written yet. For a
+    text model, a sequence longer than the longest the model runs (probed) is named as the cause."""
+    try:
+        return run_all(source.reference, feeds, source.schema)
+    except (UsageError, DataError):
+        raise
+    except Exception as exc:  # a framework or backend error on data the model does not accept
+        given = ", ".join(f"{name} {np.asarray(v).dtype} {list(np.shape(v))}" for name, v in feeds.items())
+        hint = _sequence_hint(source, feeds) if tokenizer is not None else ""
+        raise DataError(f"the source model cannot run the {what} data (inputs: {given}){hint}; check each input "
+                        f"against the model's (shape, length, dtype): {crash_reason(exc)}") from None
+
+
+def _sequence_hint(source: SourceModel, feeds: dict[str, np.ndarray]) -> str:
+    """': input_ids holds sequences of 40 tokens, the model runs at most 32' when probing shows it."""
+    try:
+        roles = text_roles(source.schema)
+        ids = np.asarray(feeds.get(roles["input_ids"]))
+        longest = probe_max_length(source.reference, source.schema, roles)
+    except Exception:  # the hint is best effort: the error itself is raised either way
+        return ""
+    if longest is None or ids.ndim < 2 or ids.shape[1] <= longest:
+        return ""
+    return f": {roles['input_ids']} holds sequences of {ids.shape[1]} tokens, the model runs at most {longest}"
 
 
 def _decide_task(source: SourceModel, options: ConvertOptions, reference: dict) -> None:
@@ -126,7 +157,7 @@ def _source_kind_hint(source: str) -> str:
     return next((l.name for l in loaders() if l.matches(source)), "unknown")
 
 
-def _datasets(options: ConvertOptions, source: SourceModel) -> tuple[Dataset | None, Dataset]:
+def _datasets(options: ConvertOptions, source: SourceModel, tokenizer: Path | None = None) -> tuple[Dataset | None, Dataset]:
     cal_path, cal_target = _data_file(options.calibration, source.default_calibration, options.target, source.default_target)
     val_path, val_target = _data_file(options.validation, source.default_validation, options.target, source.default_target)
     calibration = load_dataset(cal_path, source.schema, cal_target, "calibration") if cal_path else None
@@ -139,6 +170,8 @@ def _datasets(options: ConvertOptions, source: SourceModel) -> tuple[Dataset | N
         cut = n - max(1, int(n * HOLDOUT_FRACTION))
         return calibration.take(slice(0, cut)), calibration.take(slice(cut, n))
     synthetic = synthetic_dataset(source.schema)
+    if synthetic is None and tokenizer is not None:  # a text model: tokenized random vocabulary (convert/text.py)
+        synthetic = Dataset(synthetic_text_dataset(source.schema, tokenizer), None, "synthetic text")
     if synthetic is None:
         raise DataError("validation needs data for this model: pass --validation FILE or --calibration FILE (.npz or .csv)")
     return None, synthetic

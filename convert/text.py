@@ -13,15 +13,19 @@ manifest, so the signature covers it) and recorded with what each model input me
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgeml.errors import SourceError, UsageError, require
 from edgeml.manifest import TEXT_ROLES, TokenizerEntry
 from edgeml.schema import Schema
 
 TOKENIZER_NAME = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"  # transformers' companion file: model_max_length
+MAX_SEQUENCE = 1 << 20
+PROBE_LIMIT = 1024  # longest sequence probed on the source model (attention memory grows with its square)
 TEXT_AXES = ("batch", "sequence")  # the canonical names of a token input's axes
 
 
@@ -83,22 +87,59 @@ def text_roles(schema: Schema) -> dict[str, str]:
 
 
 def max_length(schema: Schema, tokenizer_json: Path) -> int | None:
-    """The longest sequence the model takes: a fixed sequence axis, else the tokenizer's truncation setting."""
+    """The longest sequence the model takes: a fixed sequence axis, else the tokenizer's truncation
+    setting, else `model_max_length` of a Hugging Face tokenizer_config.json beside the tokenizer."""
     ids = next(s for s in schema.inputs if s.name == "input_ids")
     if len(ids.shape) > 1 and ids.shape[1] is not None:
         return int(ids.shape[1])
     tok = _load(tokenizer_json)
     truncation = tok.truncation or {}
-    return int(truncation["max_length"]) if truncation.get("max_length") else None
+    if truncation.get("max_length"):
+        return int(truncation["max_length"])
+    return _config_max_length(Path(tokenizer_json).with_name(TOKENIZER_CONFIG))
 
 
-def package_tokenizer(tokenizer_json: Path, schema: Schema, bundle_root: Path, file_entry: Any) -> TokenizerEntry:
+def _config_max_length(path: Path) -> int | None:
+    try:
+        value = json.loads(path.read_text()).get("model_max_length") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    # transformers writes a huge sentinel (1e30) when the model sets no limit
+    return int(value) if isinstance(value, (int, float)) and 0 < value <= MAX_SEQUENCE else None
+
+
+def probe_max_length(reference: Callable[[dict[str, Any]], Any], schema: Schema, roles: dict[str, str]) -> int | None:
+    """The longest of 8, 16, ... PROBE_LIMIT tokens the source model runs on (one sample), when
+    neither the graph nor the tokenizer says: a learned position table makes longer texts fail on the
+    device, so they are truncated there instead. None when every probed length runs."""
+    import numpy as np
+
+    from edgeml import dtypes
+
+    specs = {s.name: s for s in schema.inputs}
+    longest, length = None, 8
+    while length <= PROBE_LIMIT:
+        feeds = {name: np.full((1, length), 1 if role != "token_type_ids" else 0, dtypes.to_numpy(specs[name].dtype))
+                 for role, name in roles.items()}
+        try:
+            reference(feeds)
+        except Exception:  # any framework error: this length is too long for the model
+            return longest
+        longest, length = length, length * 2
+    return None
+
+
+def package_tokenizer(tokenizer_json: Path, schema: Schema, bundle_root: Path, file_entry: Any,
+                      reference: Callable[[dict[str, Any]], Any] | None = None) -> TokenizerEntry:
     """Copy the tokenizer into the bundle under construction and describe it for the manifest.
 
-    file_entry: BundleBuilder.file_entry (hashes the copied file).
+    file_entry: BundleBuilder.file_entry (hashes the copied file); reference: the source model, probed
+    for its longest sequence when nothing records it.
     """
     roles = text_roles(schema)
     limit = max_length(schema, tokenizer_json)  # also proves the file loads
+    if limit is None and reference is not None:
+        limit = probe_max_length(reference, schema, roles)
     shutil.copyfile(tokenizer_json, bundle_root / TOKENIZER_NAME)
     return TokenizerEntry(file_entry(TOKENIZER_NAME), roles, "text", limit)
 
@@ -111,3 +152,26 @@ def _load(path: Path) -> Any:
         raise SourceError(f"--tokenizer {path}: not a Hugging Face tokenizers JSON file "
                           f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
 
+
+
+def synthetic_text_dataset(schema: Schema, tokenizer_json: Path, n: int = 32, seed: int = 0) -> dict[str, Any]:
+    """Validation feeds for a text model given no data: texts of random vocabulary words, tokenized
+    like the device will (padded to the longest, truncated at the model's max length)."""
+    import numpy as np
+
+    from edgeml import dtypes
+    from edgeml.runtime.text import ENCODING_FIELD, load_tokenizer
+
+    rng = np.random.default_rng(seed)
+    limit = max_length(schema, tokenizer_json)
+    ids = next(s for s in schema.inputs if s.name == "input_ids")
+    fixed = ids.shape[1] if len(ids.shape) > 1 and ids.shape[1] is not None else None
+    tok = load_tokenizer(tokenizer_json, limit, fixed)
+    # Plain words of the vocabulary (no special tokens, sub-word pieces or punctuation), up to 16 a text.
+    words = sorted(w for w in tok.get_vocab() if w.isalpha() and w.isascii() and len(w) > 1) or ["a"]
+    longest = min(limit or 16, 16)
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, longest + 1)))) for _ in range(n)]
+    encodings = tok.encode_batch(texts)
+    specs = {s.name: s for s in schema.inputs}
+    return {name: np.array([getattr(e, ENCODING_FIELD[role]) for e in encodings], dtype=dtypes.to_numpy(specs[name].dtype))
+            for role, name in text_roles(schema).items()}

@@ -9,6 +9,7 @@ import click
 
 from . import signing
 from .bundle import verify_bundle
+from .manifest import TokenizerEntry
 from .table import human_size, print_table
 
 
@@ -35,6 +36,8 @@ def inspect_bundle(bundle: Path, verify_key: Path | None, as_json: bool) -> None
         for t in specs:
             extra = f"  features: {', '.join(t.feature_names)}" if t.feature_names else ""
             click.echo(f"{kind:6} {t.describe()}{extra}")
+    if m.tokenizer is not None:
+        click.echo(describe_tokenizer(m.tokenizer))
     rows = []
     for a in m.artifacts:
         v = a.validation
@@ -45,3 +48,10 @@ def inspect_bundle(bundle: Path, verify_key: Path | None, as_json: bool) -> None
     if m.failed:
         print_table("failed targets (not shipped)", ["format", "precision", "backend", "stage", "reason"],
                     [[f.format, f.precision, f.backend, f.stage, f.reason] for f in m.failed])
+
+
+def describe_tokenizer(tok: TokenizerEntry) -> str:
+    """One line for a text bundle's tokenizer: its file, the inputs it fills, its limit, the raw text input."""
+    feeds = ", ".join(f"{role} -> {name}" for role, name in tok.inputs.items())
+    limit = f"max length {tok.max_length}" if tok.max_length else "no max length"
+    return f"tokenizer {tok.file.path}  fills {feeds}; {limit}; raw text input {tok.text_input!r} (BYTES)"

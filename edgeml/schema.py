@@ -48,7 +48,7 @@ class TensorSpec:
             if isinstance(dim, str):  # a named dynamic axis written in the shape itself
                 shape.append(None)
                 names[axis] = names[axis] or dim
-            elif dim is None or (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0):
+            elif dim is None or (isinstance(dim, int) and not isinstance(dim, bool)):
                 shape.append(dim)
             else:
                 raise ValueError(f"tensor {d['name']!r}: bad dimension {dim!r}")

@@ -22,6 +22,7 @@ from edgeml.errors import EdgeMLError, NotFoundError, UsageError
 from .dashboard.routes import dashboard_router
 from .dashboard.session import Gate, Throttled
 from .capture_api import CaptureBody, capture_router, capture_store
+from .retrain_api import retrain_router
 from .provision import provision_device
 from .registry import TOO_LARGE
 from .rollouts.api import rollouts_router
@@ -174,6 +175,8 @@ def create_app(service: FleetService) -> FastAPI:
 
     app.include_router(rollouts_router(service.rollouts), dependencies=[Depends(auth)])
     app.include_router(capture_router(capture, auth))  # device uploads use their own token
+    app.include_router(retrain_router(service.retrain), dependencies=[Depends(auth)])  # fleet/retrain_policy.py
+    service.rollouts.capture_policies = lambda body: CaptureBody(**body).policies(capture)  # rollouts --capture
     return app
 
 

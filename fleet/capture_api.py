@@ -31,10 +31,15 @@ class CaptureBody(BaseModel):
     max_per_hour: int | None = Field(DEFAULT_MAX_PER_HOUR, description="captured requests per device and hour")
     exclude: list[str] = Field(default_factory=list, description="input or tabular column names never captured")
 
-    def policies(self, store: CaptureStore) -> Callable[[str], CapturePolicy]:
-        """device id -> its policy (checked here: a bad rate or cap is a 422 before anything is published)."""
+    def check(self) -> "CaptureBody":
+        """Itself, or a UsageError (422) for a rate or cap out of range, before anything is stored or published."""
         if not 0 < self.rate <= 1 or (self.max_per_hour is not None and not 1 <= self.max_per_hour <= MAX_PER_HOUR):
             raise UsageError(f"capture: rate must be in (0, 1] and max_per_hour in [1, {MAX_PER_HOUR}]")
+        return self
+
+    def policies(self, store: CaptureStore) -> Callable[[str], CapturePolicy]:
+        """device id -> its policy."""
+        self.check()
         request = CaptureRequest(self.rate, self.max_per_hour, tuple(self.exclude))
         return lambda device_id: store.policy(device_id, request)
 

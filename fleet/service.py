@@ -26,12 +26,14 @@ from .devices import DeviceRegistry
 from .provision import FLEET_USERNAME
 from .freshness import DEFAULT_VALIDITY_S, FreshnessKeeper
 from .registry import Registry
+from .retrain_policy import RetrainPolicies
 from .rollouts.engine import RolloutEngine
 from .rollouts.repository import RolloutRepository
 from .store import BlobStore
 from .telemetry import (SKIPPED, IngestCounters, TelemetryIngest, TelemetryReader, aggregate, drift_for, merge_snapshots,
                         rows_since)
 from .telemetry_acks import TelemetryAcks
+from .device_counters import counter_totals
 
 log = logging.getLogger("edgeml.fleet")
 
@@ -81,6 +83,9 @@ class FleetService:
         self._known: set[str] = set()
         self.rollouts = RolloutEngine(RolloutRepository(self.engine), self.devices, self.publish,
                                       TelemetryReader(self.engine), self.registry)
+        # retrain policies: the drift check polls version_stats (fleet/retrain_policy.py)
+        self.retrain = RetrainPolicies(self.engine, config.data_dir, self.devices.public_url, config.token,
+                                       self.version_stats, float(config.extra.get("retrain_check_s") or 30.0))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start_mqtt(self) -> None:
@@ -106,8 +111,10 @@ class FleetService:
                                          self.session_name).start()
         self.rollouts.start()
         self.freshness.start()
+        self.retrain.start()
 
     def stop(self) -> None:
+        self.retrain.stop()
         self.freshness.stop()
         self.rollouts.stop()
         if self.workers is not None:
@@ -177,7 +184,7 @@ class FleetService:
         rows = rows_since(self.engine, time.time() - self.config.window_s, device_id)
         current = [r for r in rows if r["version"] == device["version"]]
         manifest = self._manifest(device["model"], device["version"])
-        device["telemetry"] = aggregate(rows)
+        device["telemetry"] = {**aggregate(rows), **counter_totals(rows)}  # + cache and capture counters
         device["drift"] = drift_for(current, manifest)
         device["events"] = self.events(device_id, limit=50)
         return device

@@ -26,7 +26,7 @@ from edgeml.schema import TensorSpec
 
 MAX_TEXTS = 4096  # texts per call; a bigger request is refused, not tokenized into memory
 # role -> the attribute of a tokenizers.Encoding that holds it
-_ENCODING_FIELD = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+ENCODING_FIELD = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
 
 class TextEncoder:
@@ -58,7 +58,7 @@ class TextEncoder:
         """Feeds for the model from raw text (see `accepts`)."""
         texts = _texts(value[self.text_input] if isinstance(value, Mapping) else value, self.text_input)
         encodings = self.tokenizer().encode_batch(texts)
-        return {name: np.array([getattr(e, _ENCODING_FIELD[role]) for e in encodings], dtype=dt)
+        return {name: np.array([getattr(e, ENCODING_FIELD[role]) for e in encodings], dtype=dt)
                 for role, name, dt in self.roles}
 
     def tokenizer(self) -> Any:
@@ -106,7 +106,10 @@ def _texts(value: Any, where: str) -> list[str]:
         value = value.reshape(-1).tolist()
     if not isinstance(value, Sequence) or not value:
         raise DataError(f"{where!r}: pass one text or a non-empty list of texts")
-    texts = [v.decode() if isinstance(v, bytes) else v for v in value]
+    try:
+        texts = [v.decode() if isinstance(v, bytes) else v for v in value]
+    except UnicodeDecodeError:
+        raise DataError(f"{where!r}: texts must be UTF-8") from None
     if not all(isinstance(t, str) for t in texts):
         raise DataError(f"{where!r}: every element must be a string")
     if len(texts) > MAX_TEXTS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from arch_fixtures import arch_dir, convert_args, tiny_bert, tiny_vit  # noqa: F401
+from arch_fixtures import arch_dir, convert_args, tiny_bert, tiny_resnet, tiny_vit  # noqa: F401
 from conftest import convert_or_fail
 from edgeml.bundle import read_manifest
 
@@ -56,3 +56,22 @@ def test_a_flatbuffer_the_interpreter_cannot_run_is_refused_at_export(run_cli, t
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "the LiteRT interpreter cannot run the converted model" in result.output
     assert not (tmp_path / "bad" / "artifacts").exists() or not list((tmp_path / "bad" / "artifacts").iterdir())
+
+
+def test_full_integer_int8_the_interpreter_refuses_falls_back_to_dynamic_range(run_cli, tiny_resnet, tmp_path, monkeypatch):
+    from edgeml.convert.exporters import tflite
+
+    real = tflite._smoke_run
+
+    def xnnpack_refuses_full_integer(path, ctx, details):
+        if details.get("quantization") == "full_integer":  # as XNNPACK does for ResNet-18's full-integer graph
+            raise tflite.ConversionError("the LiteRT interpreter cannot run the converted model: "
+                                         "Node number 40 (TfLiteXNNPackDelegate) failed to prepare.")
+        real(path, ctx, details)
+
+    monkeypatch.setattr(tflite, "_smoke_run", xnnpack_refuses_full_integer)
+    bundle = convert_or_fail(run_cli, *convert_args(tiny_resnet, tmp_path / "res", "tflite", "int8"))
+    a = read_manifest(bundle).artifact("tflite", "int8")
+    assert a.details["quantization"] == "dynamic_range" and a.validation["passed"]
+    assert [t["recipe"] for t in a.details["attempts"]] == ["full_integer", "dynamic_range"]
+    assert "failed to prepare" in a.details["attempts"][0]["result"]

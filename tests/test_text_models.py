@@ -21,7 +21,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from torch import nn  # noqa: E402
 
-from edgeml.errors import DataError, IntegrityError  # noqa: E402
+from edgeml.errors import BundleError, DataError, IntegrityError  # noqa: E402
 from edgeml.runtime import load  # noqa: E402
 from edgeml.runtime.server import Daemon, ServeConfig  # noqa: E402
 from runtime_fixtures import Client  # noqa: E402
@@ -116,6 +116,8 @@ def test_the_bundle_carries_the_tokenizer_and_named_dimensions(text_bundle, text
     assert tok["file"]["path"] == "tokenizer.json"
     assert (text_bundle / "tokenizer.json").read_bytes() == (text_source / "tokenizer.json").read_bytes()
     assert tok["inputs"] == {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+    # Nothing records the longest sequence: the source model was probed (its position table has 32 rows).
+    assert tok["max_length"] is not None and tok["max_length"] <= MAX_POSITIONS
     inputs = {t["name"]: t for t in manifest["inputs"]}
     # Optimum's batch_size / sequence_length are recorded as the canonical batch / sequence.
     assert inputs["input_ids"]["dim_names"] == ["batch", "sequence"] == inputs["attention_mask"]["dim_names"]
@@ -137,12 +139,21 @@ def test_inspect_and_load_refuse_a_modified_tokenizer(text_bundle, tmp_path, run
         load(copy)
 
 
-def test_a_tokenizer_beside_the_source_is_picked_up(text_source, tmp_path, run_cli):
+def test_a_tokenizer_beside_the_source_is_picked_up_and_makes_validation_data(text_source, tmp_path, run_cli):
+    folder = tmp_path / "optimum-layout"
+    shutil.copytree(text_source, folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": MAX_POSITIONS}))
     out = tmp_path / "enc-auto"
-    result = run_cli("convert", text_source / "model.onnx", "--name", "enc", "--version", "2", "--out", out,
-                     "--task", "embedding", "--validation", text_source / "validation.npz")
+    result = run_cli("convert", folder / "model.onnx", "--name", "enc", "--version", "2", "--out", out,
+                     "--task", "embedding")  # no data: validated on tokenized random vocabulary
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "manifest.json").read_text())["tokenizer"]["file"]["path"] == "tokenizer.json"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tokenizer"]["file"]["path"] == "tokenizer.json"
+    assert manifest["tokenizer"]["max_length"] == MAX_POSITIONS  # model_max_length of tokenizer_config.json
+    validation = manifest["artifacts"][0]["validation"]
+    assert validation["passed"] and validation["samples"] == 32, validation
+    model = load(out, threads=1)  # a text longer than the model's positions is truncated, not a crash
+    assert model.predict(" ".join(["dog"] * 100))["embedding"].shape == (1, HIDDEN)
 
 
 def test_a_tokenizer_for_a_model_without_token_inputs_is_refused(tmp_path, run_cli, text_source):
@@ -207,6 +218,19 @@ def test_serve_answers_400_json_for_bad_text_requests(text_server, inputs, expec
     assert expect in body["error"]
 
 
+def test_fuzzed_text_requests_get_200_or_4xx_json_never_5xx(text_server):
+    rng = np.random.default_rng(0)
+    values = ["the cat", "", "dog " * 200, 3, None, ["a", "b"], "\u00e9\u4e2d\U0001f600", [[]], {"a": 1}, True]
+    for _ in range(200):
+        n = int(rng.integers(0, 4))
+        data = [values[int(rng.integers(len(values)))] for _ in range(n)]
+        shape = [int(rng.integers(0, 4)) for _ in range(int(rng.integers(0, 3)))]
+        datatype = ["BYTES", "BYTES", "INT64", "FP32", "STRING"][int(rng.integers(5))]
+        status, body = text_server.post("/v2/models/enc/infer",
+                                        {"inputs": [{"name": "text", "shape": shape, "datatype": datatype, "data": data}]})
+        assert status == 200 or (400 <= status < 500 and "error" in body), (shape, datatype, data, status, body)
+
+
 def test_older_manifests_without_names_still_read():
     from edgeml.schema import TensorSpec
 
@@ -244,3 +268,90 @@ def test_a_pytorch_text_model_gets_named_dimensions(text_source, tmp_path, run_c
     model = load(out, threads=1)
     with pytest.raises(DataError, match="share the dynamic dimension 'sequence'"):
         model.predict({"input_ids": np.ones((1, 4), np.int64), "attention_mask": np.ones((1, 5), np.int64)})
+
+
+@pytest.mark.parametrize("entry,error", [
+    ({"file": {"path": "../tokenizer.json", "sha256": "0" * 64, "size": 1}, "inputs": {"input_ids": "ids"}}, IntegrityError),
+    ({"file": {"path": "tokenizer.json", "sha256": "0" * 64, "size": 1}, "inputs": {"words": "ids"}}, BundleError),
+    ({"file": {"path": "tokenizer.json", "sha256": "0" * 64, "size": 1}, "inputs": {"input_ids": "ids"},
+      "max_length": 0}, BundleError),
+])
+def test_a_malformed_tokenizer_entry_is_refused(text_bundle, entry, error):
+    from edgeml.manifest import Manifest
+
+    doc = json.loads((text_bundle / "manifest.json").read_text())
+    doc["tokenizer"] = entry
+    with pytest.raises(error, match="tokenizer"):
+        Manifest.from_dict(doc)
+
+
+def test_a_device_installs_a_text_bundle_from_the_fleet_with_its_tokenizer(text_source, tmp_path_factory, run_cli, keys):
+    """The installer downloads the tokenizer with the artifact; the device then answers raw text."""
+    import urllib.request
+
+    from fleet_fixtures import served_version, start_device, start_fleet, start_mosquitto, wait_until
+    from test_fleet import assign, push
+
+    root = tmp_path_factory.mktemp("text-fleet")
+    bundle = root / "enc-5"
+    result = run_cli("convert", text_source / "model.onnx", "--name", "enc", "--version", "5", "--out", bundle,
+                     "--task", "embedding", "--sign-key", keys[0], "--validation", text_source / "validation.npz")
+    assert result.exit_code == 0, result.output
+    broker = start_mosquitto(tmp_path_factory.mktemp("text-broker"))
+    fleet = start_fleet(root, keys, broker_url=broker.url)
+    device = None
+    try:
+        assert push(fleet, bundle)[0] in (200, 201)
+        device = start_device(root, "text-dev", fleet.broker_url, keys[1])
+        wait_until(lambda: fleet.device(device.device_id), 30, "registration")
+        assert assign(fleet, "enc", "5", device=device.device_id)[0] == 200
+        wait_until(lambda: served_version(device, "enc") == "5", 60, "the text bundle installed")
+        assert list(device.store.glob("models/enc/5/tokenizer.json"))
+        body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["the cat sat"]}]}
+        req = urllib.request.Request(f"{device.url}/v2/models/enc/infer", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out = json.loads(resp.read())["outputs"][0]
+        assert out["shape"] == [1, HIDDEN]
+    finally:
+        if device is not None:
+            device.proc.kill()
+        fleet.proc.terminate()
+        broker.stop()
+
+
+def test_inspect_shows_the_tokenizer_entry(text_bundle, run_cli):
+    result = run_cli("inspect", text_bundle)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("tokenizer"))
+    assert "tokenizer.json" in line and "input_ids -> input_ids" in line and "attention_mask -> attention_mask" in line
+    assert f"max length {json.loads((text_bundle / 'manifest.json').read_text())['tokenizer']['max_length']}" in line
+    assert "raw text input 'text'" in line
+
+
+def test_serve_metadata_lists_the_raw_text_input_and_the_named_axes(text_server):
+    status, meta = text_server.get("/v2/models/enc")
+    assert status == 200, meta
+    inputs = {t["name"]: t for t in meta["inputs"]}
+    assert inputs["text"] == {"name": "text", "datatype": "BYTES", "shape": [-1],
+                              "parameters": {"feeds": ["attention_mask", "input_ids"]}}
+    for name in ("input_ids", "attention_mask"):
+        assert inputs[name]["shape"] == [-1, -1] and inputs[name]["datatype"] == "INT64"
+        assert inputs[name]["parameters"] == {"dim_names": ["batch", "sequence"]}  # one shared sequence axis
+    assert meta["outputs"][0]["parameters"]["dim_names"][0] == "batch"
+
+
+def test_validation_data_longer_than_the_model_accepts_is_one_error_line(text_source, tmp_path, run_cli):
+    """The model's position table has 32 rows: 40-token validation data cannot run. The source reference
+    fails inside onnxruntime; convert says so in one line naming the inputs, and writes nothing."""
+    long = {"input_ids": np.full((4, 40), 4, dtype=np.int64), "attention_mask": np.ones((4, 40), dtype=np.int64)}
+    np.savez(tmp_path / "long.npz", **long)
+    out = tmp_path / "enc-long"
+    result = run_cli("convert", text_source / "model.onnx", "--name", "enc", "--version", "9", "--out", out,
+                     "--task", "embedding", "--tokenizer", text_source / "tokenizer.json",
+                     "--validation", tmp_path / "long.npz")
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert result.error_lines and len(result.error_lines) == 1, result.output
+    assert "input_ids" in result.error_lines[0] and "[4, 40]" in result.error_lines[0], result.error_lines
+    assert "input_ids holds sequences of 40 tokens, the model runs at most 32" in result.error_lines[0]
+    assert not out.exists()

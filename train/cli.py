@@ -12,6 +12,7 @@ from edgeml.table import print_table
 
 from .config import load_config
 from .data import DATASETS
+from .from_fleet_cli import add_options as from_fleet_options
 from .models import MODELS
 from .options import Device, ExplainKind, SearchKind, TaskKind, TrainOptions
 
@@ -48,11 +49,14 @@ from .options import Device, ExplainKind, SearchKind, TaskKind, TrainOptions
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@from_fleet_options
 def train(config: Path | None, data: Path | None, dataset: str | None, target: str | None, task: str | None, model: str | None,
           search: str, trials: int, cv: int, test_size: float, sensitive: str | None, bias_threshold: float,
           positive_label: str | None, seed: int, device: str, epochs: int | None, ray_address: str | None, n_jobs: int,
           explain: str, robustness: bool,
-          mlflow_uri: str | None, register: str | None, out: Path | None, force: bool, as_json: bool) -> None:
+          mlflow_uri: str | None, register: str | None, out: Path | None, force: bool, as_json: bool,
+          from_fleet: str | None = None, fleet_url: str | None = None, fleet_token: str | None = None,
+          since: str | None = None, run_dir: Path | None = None, pseudo_label: bool = False) -> None:
     """Train a model with cross-validation, search, evaluation and bias checks into a run directory.
 
     The run directory holds the model, metrics.json, report.html, reference histograms and
@@ -61,6 +65,10 @@ def train(config: Path | None, data: Path | None, dataset: str | None, target: s
     from .progress import Reporter
     from .training import train as run_train
 
+    if from_fleet:  # the old run's recipe decides model, data and search (train/from_fleet.py)
+        from .from_fleet_cli import run
+
+        return run(from_fleet, fleet_url, fleet_token, since, run_dir, pseudo_label, out, force, n_jobs, as_json)
     if not model:
         raise UsageError(f"pass --model NAME ({', '.join(MODELS)})")
     if out is None:

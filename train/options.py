@@ -58,6 +58,7 @@ class TrainOptions:
     explain: ExplainKind = ExplainKind.PERMUTATION
     robustness: bool = True  # accuracy under input perturbations in the report
     force: bool = False
+    holdout_rows: int = 0  # >0: the first N rows of --data are the test split, as given (`--from-fleet`)
 
     @property
     def run_name(self) -> str:

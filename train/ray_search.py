@@ -26,6 +26,7 @@ from edgeml.errors import DataError, EdgeMLError, require
 
 from .options import SearchKind, TrainOptions
 from .progress import Reporter
+from .search_result import SearchResult
 from .space import Choice, FloatRange, IntRange, Param, Space
 
 # One CPU per trial: Tune runs as many trials at once as the cluster has CPUs.
@@ -94,8 +95,6 @@ def _cross_validate(config: dict[str, Any], pipeline: Any, X: Any, y: Any, cv: A
 def ray_search(pipeline: Any, space: Space, X: Any, y: Any, cv: Any, scoring: Any, options: TrainOptions,
                reporter: Reporter, address: str) -> Any:
     from sklearn.base import clone
-
-    from .search import SearchResult
 
     if options.search not in (SearchKind.RANDOM, SearchKind.BAYES):
         raise DataError(f"--ray runs random or bayes search; got --search {options.search.value}")

@@ -22,6 +22,7 @@ from .models import MODELS, ModelSpec, get_model
 from .options import ExplainKind, TaskKind, TrainOptions
 from .preprocessing import ColumnPlan, build_preprocessor, plan_columns
 from .progress import Reporter
+from .recipe import recipe_of
 from .robustness import robustness_report
 from .run import (Samples, atomic_dir, check_out, reference_statistics, write_json, write_run_manifest,
                   write_table_samples, write_tensor_samples)
@@ -118,6 +119,9 @@ def _split(table: data_mod.TableData, task: TaskKind, options: TrainOptions):
     from sklearn.model_selection import train_test_split
 
     y = None if table.target is None else table.target.to_numpy()
+    if options.holdout_rows:  # --from-fleet: the original test set leads the data file, kept as the test split
+        n, X = options.holdout_rows, table.frame
+        return X.iloc[n:], X.iloc[:n], None if y is None else y[n:], None if y is None else y[:n]
     stratify = y if task == TaskKind.CLASSIFICATION else None
     n_test = int(np.ceil(len(table.frame) * options.test_size))
     if stratify is not None and n_test < len(np.unique(y.astype(str))):
@@ -202,7 +206,7 @@ def _write(options: TrainOptions, spec: ModelSpec, task: TaskKind, model: Any, s
             target=options.target or (data_mod.BUNDLED_TARGET if options.dataset else None),
             inputs=tuple(RunInput(i["name"], i["dtype"], tuple(i["shape"])) for i in inputs), **files,
             metrics_file="metrics.json", reference_file="reference.json", report="report.html",
-            metrics=bundle_metrics(summary)))
+            metrics=bundle_metrics(summary), recipe=recipe_of(options, summary)))
 
 
 def bundle_metrics(summary: dict[str, Any]) -> dict[str, Any]:

@@ -57,8 +57,9 @@ def _full_integer(ctx: ExportContext) -> bool:
 
 def _int8(tf: Any, converter: Any, ctx: ExportContext) -> dict[str, Any]:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if not _full_integer(ctx):
+    if ctx.cache.get(_FORCE_DYNAMIC) or not _full_integer(ctx):
         return {"quantization": "dynamic_range", "weights": "int8", "activations": "float32"}
+    ctx.cache[_FULL_INTEGER_TRIED] = True
     n = checked_samples(ctx.calibration.feeds, "tflite full-integer int8")
     samples = one_by_one(ctx.calibration.feeds)
     converter.representative_dataset = lambda: iter(samples)
@@ -93,19 +94,43 @@ class TFLiteExporter(RuleBasedExporter):
     )
 
     def export(self, ctx: ExportContext, precision: Precision) -> ExportedArtifact:
-        name = converter_for(ctx.source)
+        rel = f"artifacts/model.{precision.value}.tflite"
+        ctx.cache.pop(_FULL_INTEGER_TRIED, None)
         try:
-            flatbuffer, details = CONVERTERS[name](ctx, precision)
-            rel = f"artifacts/model.{precision.value}.tflite"
-            path = ctx.bundle_root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(flatbuffer)
-            _smoke_run(path, ctx, details)
-        except EdgeMLError:
-            raise
-        except Exception as exc:  # a converter crash names the target, never a traceback
-            raise ConversionError(f"the {name} converter crashed at tflite/{precision.value}: {_first_line(exc)}") from None
+            details = _build(ctx, precision, ctx.bundle_root / rel)
+        except ConversionError as exc:
+            # Full-integer int8 the interpreter cannot prepare (XNNPACK "failed to prepare" on ResNet-18):
+            # the documented alternative is dynamic-range int8 (int8 weights, float activations).
+            tried = ctx.cache.pop(_FULL_INTEGER_TRIED, False)
+            if precision != Precision.INT8 or not tried or ctx.options.quant.mode != QuantMode.AUTO:
+                raise
+            ctx.cache[_FORCE_DYNAMIC] = True
+            try:
+                details = _build(ctx, precision, ctx.bundle_root / rel)
+            finally:
+                ctx.cache.pop(_FORCE_DYNAMIC, None)
+            details["attempts"] = [{"recipe": "full_integer", "passed": False, "result": exc.message},
+                                   {"recipe": "dynamic_range", "passed": True, "result": "runs on the LiteRT interpreter"}]
         return ExportedArtifact(self.format, precision, self.backend, rel, rel, details)
+
+
+_FULL_INTEGER_TRIED = "tflite_full_integer_tried"
+_FORCE_DYNAMIC = "tflite_force_dynamic"
+
+
+def _build(ctx: ExportContext, precision: Precision, path: Any) -> dict[str, Any]:
+    """Convert, write and smoke-run one flatbuffer; its details."""
+    name = converter_for(ctx.source)
+    try:
+        flatbuffer, details = CONVERTERS[name](ctx, precision)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(flatbuffer)
+        _smoke_run(path, ctx, details)
+    except EdgeMLError:
+        raise
+    except Exception as exc:  # a converter crash names the target, never a traceback
+        raise ConversionError(f"the {name} converter crashed at tflite/{precision.value}: {_first_line(exc)}") from None
+    return details
 
 
 def _from_tensorflow(ctx: ExportContext, precision: Precision) -> tuple[bytes, dict[str, Any]]:
@@ -144,20 +169,35 @@ def converter_for(source: SourceModel) -> str:
 
 
 def _smoke_run(path: Any, ctx: ExportContext, details: dict[str, Any]) -> None:
-    """Load and run the flatbuffer once on the LiteRT interpreter: XNNPACK's "failed to prepare" and
-    similar runtime refusals surface here as this target's error, not later as a traceback."""
+    """Load and run the flatbuffer on the LiteRT interpreter: XNNPACK's "failed to prepare" and similar
+    runtime refusals surface here as this target's error, not later as a traceback. A batch axis the
+    converter fixed although the source's is dynamic (onnx2tf bakes Reshape targets such as [1, 512])
+    is found by running two samples, and recorded as `fixed_batch: 1` so devices feed one at a time."""
     from edgeml.runtime.backends import BackendOptions, get_backend
 
     data = ctx.validation or ctx.calibration
     if data is None:
         return
-    batch = details.get("fixed_batch") or 1
-    feeds = {k: np.repeat(v[:1], batch, axis=0) for k, v in data.feeds.items()}
     try:
-        get_backend("litert").load(path, BackendOptions(threads=1)).run(feeds)
+        session = get_backend("litert").load(path, BackendOptions(threads=1))
+        if not details.get("fixed_batch") and _batch_is_fixed(session, data.feeds):
+            details.pop("dynamic_batch", None)
+            details.update(fixed_batch=1, batch_note="the converted graph fixes the batch axis at 1")
+        batch = details.get("fixed_batch") or 1
+        session.run({k: np.repeat(v[:1], batch, axis=0) for k, v in data.feeds.items()})
     except Exception as exc:
         path.unlink(missing_ok=True)
         raise ConversionError(f"the LiteRT interpreter cannot run the converted model: {_first_line(exc)}") from None
+
+
+def _batch_is_fixed(session: Any, feeds: dict[str, np.ndarray]) -> bool:
+    """True when two samples in do not give two samples out."""
+    pair = {k: np.repeat(v[:1], 2, axis=0) for k, v in feeds.items()}
+    try:
+        outputs = session.run(pair)
+    except Exception:
+        return True
+    return any(np.ndim(o) and np.shape(o)[0] != 2 for o in outputs.values())
 
 
 def _batch_details(source: SourceModel) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..protocol import DEVICE_ID_RE, ProtocolError, sign_document, verify_document
 from .capture import CapturePolicy
+from .counters import CacheTelemetry, CaptureTelemetry
 from .fields import (
     MAX_SEQ, MAX_COUNT, MAX_TIME, MAX_NAME, MAX_URL, MAX_BINS, CODE_RE, Json, _bad, _object, _get, _int, _num,
     _str, _text, _list, _counts, _opt, _req, _load, _drop_none, _Message,
@@ -324,6 +325,8 @@ class Telemetry(_Message):
     prediction: tuple[int, ...] | None = None
     dropped: int | None = None  # outbox messages the device dropped while offline
     shadow: ShadowTelemetry | None = None
+    cache: CacheTelemetry | None = None  # prediction cache, when it is on
+    capture: CaptureTelemetry | None = None  # data capture, when a policy is applied
 
     @classmethod
     def parse(cls, obj_or_bytes: Any) -> Self:
@@ -332,6 +335,7 @@ class Telemetry(_Message):
         if errors > requests:
             raise _bad("errors", "must not exceed requests")
         latency, shadow, prediction = obj.get("latency"), obj.get("shadow"), obj.get("prediction")
+        cache, capture = obj.get("cache"), obj.get("capture")
         return cls(
             seq=_req(obj, "seq", "", _int, 0, MAX_SEQ),
             interval_s=_req(obj, "interval_s", "", _num, 0.0, 366 * 86400.0, lo_open=True),
@@ -343,7 +347,9 @@ class Telemetry(_Message):
             features=_opt(obj, "features", "", _features),
             prediction=None if prediction is None else _counts(prediction, "prediction"),
             dropped=_opt(obj, "dropped", "", _int),
-            shadow=None if shadow is None else ShadowTelemetry.parse(shadow))
+            shadow=None if shadow is None else ShadowTelemetry.parse(shadow),
+            cache=None if cache is None else CacheTelemetry.parse(cache),
+            capture=None if capture is None else CaptureTelemetry.parse(capture))
 
     def to_dict(self) -> Json:
         d: Json = {"seq": self.seq, "ts": self.ts, "interval_s": self.interval_s, "model": self.model,
@@ -355,7 +361,9 @@ class Telemetry(_Message):
             "rss_bytes": self.rss_bytes,
             "features": None if self.features is None else {k: list(v) for k, v in self.features.items()},
             "prediction": None if self.prediction is None else list(self.prediction), "dropped": self.dropped,
-            "shadow": self.shadow.to_dict() if self.shadow else None}))
+            "shadow": self.shadow.to_dict() if self.shadow else None,
+            "cache": self.cache.to_dict() if self.cache else None,
+            "capture": self.capture.to_dict() if self.capture else None}))
         return d
 
 

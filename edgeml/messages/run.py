@@ -68,6 +68,9 @@ class RunManifest(_Message):
     reference_file: str | None = None
     report: str | None = None
     metrics: Json = field(default_factory=dict)
+    # how the run was made (model, task, target, search, options, data path or dataset, data sha256):
+    # `edgeml train --from-fleet` retrains with it (train/recipe.py); {} for runs of older versions
+    recipe: Json = field(default_factory=dict)
     format: str = RUN_FORMAT
 
     FILE_NAME = RUN_MANIFEST_NAME
@@ -90,7 +93,7 @@ class RunManifest(_Message):
             label_column=_opt(obj, "label_column", "", _str),
             **{k: _opt(obj, k, "", _relative_path)
                for k in ("calibration", "validation", "metrics_file", "reference_file", "report")},
-            metrics=_opt(obj, "metrics", "", _object) or {}, format=fmt)
+            metrics=_opt(obj, "metrics", "", _object) or {}, recipe=_opt(obj, "recipe", "", _object) or {}, format=fmt)
 
     @classmethod
     def read(cls, run_dir: Path) -> Self:
@@ -108,4 +111,5 @@ class RunManifest(_Message):
                 "model_file": self.model_file, "labels": None if self.labels is None else list(self.labels),
                 "target": self.target, "inputs": [i.to_dict() for i in self.inputs], "calibration": self.calibration,
                 "validation": self.validation, "label_column": self.label_column, "metrics_file": self.metrics_file,
-                "reference_file": self.reference_file, "report": self.report, "metrics": self.metrics}
+                "reference_file": self.reference_file, "report": self.report, "metrics": self.metrics,
+                "recipe": self.recipe}

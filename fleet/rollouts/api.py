@@ -11,6 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ..capture_api import CaptureBody
 from .engine import RolloutEngine
 from .models import Gates, Mode, OnFailure, RolloutSpec
 
@@ -34,11 +35,13 @@ class RolloutBody(BaseModel):
     mode: Literal["staged", "ab", "shadow"] = "staged"
     ab_percent: float = 50.0
     baseline_version: str | None = None
+    capture: CaptureBody | None = Field(default=None, description="data capture policy of the rollout's devices")
 
     def spec(self) -> RolloutSpec:
         return RolloutSpec(model=self.model, version=self.version, selector=self.selector, waves=self.waves,
                            soak_s=self.soak_s, gates=Gates(**self.gates.model_dump()), on_failure=OnFailure(self.on_failure),
-                           mode=Mode(self.mode), ab_percent=self.ab_percent, baseline_version=self.baseline_version)
+                           mode=Mode(self.mode), ab_percent=self.ab_percent, baseline_version=self.baseline_version,
+                           capture=None if self.capture is None else self.capture.check().model_dump())
 
 
 def rollouts_router(engine: RolloutEngine) -> APIRouter:

@@ -13,6 +13,7 @@ from edgeml.table import print_table
 
 from ..cli_options import client as _client
 from ..cli_options import kv as _kv
+from ..capture_cli import capture_body, capture_option, exclude_option
 from ..cli_options import server_option, token_option
 
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -53,13 +54,15 @@ def rollout() -> None:
 @click.option("--ab", "ab_percent", type=float, help="A/B: percent of the cohort on VERSION, the rest on --baseline.")
 @click.option("--baseline", "baseline_version", help="A/B: the version the other arm runs.")
 @click.option("--shadow", is_flag=True, help="Install VERSION beside the active model and mirror requests to it.")
+@capture_option
+@exclude_option
 @server_option
 @token_option
 @click.option("--json", "as_json", is_flag=True)
 def start(model: str, version: str, selector: tuple[str, ...], waves: str, soak: str, max_error_rate: float,
           max_p99_ratio: float, max_install_failures: int, max_drift_psi: float, min_reporting: int, on_failure: str,
-          ab_percent: float | None, baseline_version: str | None, shadow: bool, server: str, token: str | None,
-          as_json: bool) -> None:
+          ab_percent: float | None, baseline_version: str | None, shadow: bool, capture: str | None,
+          capture_exclude: str, server: str, token: str | None, as_json: bool) -> None:
     """Roll MODEL VERSION out to the devices matching --selector, wave by wave."""
     if shadow and (ab_percent is not None or baseline_version):
         raise UsageError("--shadow and --ab/--baseline are different modes: give one")
@@ -73,6 +76,7 @@ def start(model: str, version: str, selector: tuple[str, ...], waves: str, soak:
                       "min_reporting": min_reporting}}
     if mode == "ab":
         body.update(ab_percent=ab_percent, baseline_version=baseline_version)
+    body["capture"] = capture_body(capture, capture_exclude)
     result = _client(server, token).post("/api/v1/rollouts", body)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -58,6 +58,7 @@ class RolloutEngine:
         self._thread: threading.Thread | None = None
         self._evaluated: dict[int, float] = {}
         self._step_failed: dict[int, float] = {}  # rollout id -> when its failing step was last logged
+        self.capture_policies: Any = None  # spec.capture -> (device id -> CapturePolicy); set by fleet/api.py
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "RolloutEngine":
@@ -263,8 +264,9 @@ class RolloutEngine:
             key = (r["previous_model"], r["previous_version"]) if spec.mode is Mode.SHADOW else (spec.model, r["target_version"])
             groups.setdefault(key, []).append(r["device_id"])
         shadow = (spec.model, spec.version) if spec.mode is Mode.SHADOW else None
+        capture = self.capture_policies(spec.capture) if spec.capture and self.capture_policies else None
         for (model, version), ids in groups.items():
-            self.devices.assign(ids, model, version, self.publish, shadow=shadow)
+            self.devices.assign(ids, model, version, self.publish, shadow=shadow, **({"capture": capture} if capture else {}))
 
     def _restore(self, rid: int, touched: dict[str, dict[str, Any]]) -> None:
         """Every touched device back to the version it ran before the rollout (without any shadow)."""

@@ -118,6 +118,7 @@ class RolloutSpec:
     mode: Mode = Mode.STAGED
     ab_percent: float = 50.0  # A/B: share of the cohort on `version`, the rest on `baseline_version`
     baseline_version: str | None = None
+    capture: dict[str, Any] | None = None  # data capture of the rollout's devices (fleet/capture_api.CaptureBody)
 
     def validate(self) -> None:
         if not self.waves:
@@ -147,4 +148,4 @@ class RolloutSpec:
         return cls(model=d["model"], version=d["version"], selector=dict(d.get("selector") or {}),
                    waves=[float(w) for w in d["waves"]], soak_s=float(d["soak_s"]), gates=Gates(**d["gates"]),
                    on_failure=OnFailure(d["on_failure"]), mode=Mode(d["mode"]), ab_percent=float(d["ab_percent"]),
-                   baseline_version=d.get("baseline_version"))
+                   baseline_version=d.get("baseline_version"), capture=d.get("capture"))

@@ -20,7 +20,7 @@ class DeviceDirectory(Protocol):
         """Devices (id, online, model, version, state, desired_model/version, reported) whose tags match."""
 
     def assign(self, device_ids: list[str], model: str, version: str, publish: Publisher,
-               shadow: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+               shadow: tuple[str, str] | None = None, capture: Any = None) -> list[dict[str, Any]]:
         """Make (model, version) the desired version of the devices and publish their signed documents."""
 
 

@@ -393,7 +393,9 @@ class DeviceAgent:
 
     def send_telemetry(self) -> None:
         self._apply_acks()
-        msg = self.recorder.collect(self.holder.model, dropped=self.outbox.dropped, shadow=self.shadow.collect())
+        msg = self.recorder.collect(self.holder.model, dropped=self.outbox.dropped, shadow=self.shadow.collect(),
+                                    cache=self.holder.cache_stats(), capture=dict(self.capture.counts),
+                                    capturing=self.capture.policy is not None)
         with self._send_lock:
             self.outbox.put("telemetry", msg.to_json(), seq=msg.seq)  # kept until the fleet acknowledges it
             if self._connected.is_set():

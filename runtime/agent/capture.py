@@ -66,6 +66,7 @@ class CaptureSampler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._started = False
         self._open: tuple[str, str] | None = None  # (model, version) of open.jsonl
         self._open_rows = self._open_bytes = 0
         self._open_since = 0.0
@@ -73,14 +74,20 @@ class CaptureSampler:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "CaptureSampler":
+        """Recover the buffer; the writer and uploader threads start with the first policy (none while off)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._unreported = _read_int(self.root / "dropped")
         self._seal()  # a batch left open by a restart is complete as it is
+        self._started = True
+        return self
+
+    def _run_threads(self) -> None:
+        if self._threads or not self._started or self._stop.is_set():
+            return
         for target, name in ((self._write_loop, "agent-capture-writer"), (self._upload_loop, "agent-capture-upload")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        return self
 
     def stop(self) -> None:
         self._stop.set()
@@ -101,6 +108,8 @@ class CaptureSampler:
         if policy is None:
             self._clear()
         self._save_policy(policy)
+        if policy is not None:
+            self._run_threads()
         log.info("data capture %s", "off" if policy is None else
                  f"on: rate {policy.rate:g}, at most {policy.max_per_hour or 'unlimited'} per hour, "
                  f"{len(policy.sensitive)} sensitive name(s) excluded")
@@ -185,9 +194,7 @@ class CaptureSampler:
                 if self._open is None:
                     f.write(json.dumps({"model": key[0], "version": key[1]}).encode() + b"\n")
                     self._open, self._open_since = key, time.monotonic()
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+                f.write(line)  # in the OS on return (a killed daemon keeps it); fsynced when sealed
             self._open_rows += 1
             self._open_bytes += len(line)
             self.counts["written"] += 1
@@ -200,6 +207,8 @@ class CaptureSampler:
         path = self.root / OPEN
         if path.exists():
             if path.stat().st_size > 0:
+                with open(path, "rb+") as f:
+                    os.fsync(f.fileno())
                 sealed = self._sealed()
                 n = int(sealed[-1].stem) + 1 if sealed else 1
                 os.replace(path, self.root / f"{n:012d}.jsonl")
@@ -305,6 +314,8 @@ def _tensors(arrays: dict[str, np.ndarray], excluded: set[str], features: dict[s
         kept = None
         if cols and arr.ndim >= 2 and arr.shape[-1] == len(cols):
             keep = [i for i, c in enumerate(cols) if c not in excluded]
+            if not keep:
+                continue  # every column is sensitive
             kept = [cols[i] for i in keep]
             arr = arr[..., keep]
         elif cols and excluded.intersection(cols):

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeml.histograms import bin_counts
 from edgeml.messages import LatencyHistogram, ShadowTelemetry, Telemetry
+from edgeml.messages.counters import CacheTelemetry, CaptureTelemetry
 
 from ..metrics import LATENCY_BUCKETS
 
@@ -28,6 +29,8 @@ class TelemetryRecorder:
         self.mirror: Any = None  # optional callable(model, feeds, outputs, seconds): the shadow's sampler (O(1))
         self._reset(time.monotonic())
         self.seq = 0
+        self._last_cache = (0, 0)  # cache hits and misses (counters since start) at the previous message
+        self._last_capture: dict[str, int] = {}  # capture sampler counts at the previous message
         try:
             import psutil
 
@@ -60,8 +63,13 @@ class TelemetryRecorder:
             self.errors += 1
 
     # -- once per interval ---------------------------------------------------------------------
-    def collect(self, model: Any, dropped: int | None = None, shadow: ShadowTelemetry | None = None) -> Telemetry:
-        """The telemetry message for the interval that ends now; counters start again from zero."""
+    def collect(self, model: Any, dropped: int | None = None, shadow: ShadowTelemetry | None = None,
+                cache: Any = None, capture: dict[str, int] | None = None, capturing: bool = False) -> Telemetry:
+        """The telemetry message for the interval that ends now; counters start again from zero.
+
+        `cache` is the server's `CacheStats` (None when the cache is off), `capture` the capture sampler's
+        counts since start; both are sent as counts since the previous message. Capture counters go out
+        while a capture policy applies (`capturing`) and for as long as rows are still uploaded or dropped."""
         now = time.monotonic()
         with self._lock:
             requests, errors, latency, samples, started = self.requests, self.errors, self.latency, self.samples, self.started
@@ -80,7 +88,30 @@ class TelemetryRecorder:
             seq=self.seq, ts=time.time(), interval_s=max(now - started, 1e-3), requests=requests, errors=errors,
             model=model.info.name if model else None, version=model.info.version if model else None,
             latency=LatencyHistogram(LATENCY_BUCKETS, tuple(latency)), cpu_percent=cpu, rss_bytes=rss,
-            features=features, prediction=prediction, dropped=dropped, shadow=shadow)
+            features=features, prediction=prediction, dropped=dropped, shadow=shadow,
+            cache=self._cache_delta(cache), capture=self._capture_delta(capture, capturing))
+
+    def _cache_delta(self, stats: Any) -> CacheTelemetry | None:
+        if stats is None:
+            return None
+        last, self._last_cache = self._last_cache, (stats.hits, stats.misses)
+        return CacheTelemetry(hits=_since(stats.hits, last[0]), misses=_since(stats.misses, last[1]),
+                              entries=min(stats.entries, stats.capacity), capacity=stats.capacity)
+
+    def _capture_delta(self, counts: dict[str, int] | None, capturing: bool) -> CaptureTelemetry | None:
+        if counts is None:
+            return None
+        now = {k: int(counts.get(k, 0)) for k in ("written", "uploaded", "dropped")}
+        last, self._last_capture = self._last_capture, now
+        delta = {k: _since(v, last.get(k, 0)) for k, v in now.items()}
+        if not capturing and not any(delta.values()):
+            return None
+        return CaptureTelemetry(captured=delta["written"], uploaded=delta["uploaded"], dropped=delta["dropped"])
+
+
+def _since(now: int, before: int) -> int:
+    """A counter's increase; a counter that went back (a restarted sampler) counts from zero."""
+    return now - before if now >= before else now
 
 
 def bin_samples(reference: dict[str, Any], samples: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]):

@@ -46,17 +46,33 @@ def server_metadata() -> dict[str, Any]:
 
 
 def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": dtypes.dtype(spec.dtype).oip,
-            "shape": [-1 if d is None else int(d) for d in spec.shape]}
+    """A metadata tensor; named dynamic axes go under `parameters.dim_names` (parallel to `shape`, null for
+    an unnamed axis), so a client sees which inputs share an axis (input_ids and attention_mask: "sequence")."""
+    meta: dict[str, Any] = {"name": spec.name, "datatype": dtypes.dtype(spec.dtype).oip,
+                            "shape": [-1 if d is None else int(d) for d in spec.shape]}
+    if spec.dim_names and any(spec.dim_names):
+        meta["parameters"] = {"dim_names": list(spec.dim_names)}
+    return meta
+
+
+def text_metadata(tokenizer: Any) -> dict[str, Any]:
+    """The raw text input of a bundle with a tokenizer: one BYTES string per sample, sent alone in place of
+    the token tensors it feeds (listed under `parameters.feeds`)."""
+    return {"name": tokenizer.text_input, "datatype": "BYTES", "shape": [-1],
+            "parameters": {"feeds": sorted(tokenizer.inputs.values())}}
 
 
 def model_metadata(model) -> dict[str, Any]:
     info = model.info
+    inputs = [tensor_metadata(s) for s in model.inputs]
+    tokenizer = getattr(getattr(model, "manifest", None), "tokenizer", None)
+    if tokenizer is not None and all(i["name"] != tokenizer.text_input for i in inputs):
+        inputs.append(text_metadata(tokenizer))
     return {
         "name": info.name,
         "versions": [info.version],
         "platform": f"{info.backend}_{info.format}",
-        "inputs": [tensor_metadata(s) for s in model.inputs],
+        "inputs": inputs,
         "outputs": [tensor_metadata(s) for s in model.outputs],
     }
 
@@ -162,7 +178,8 @@ class InferCodec:
         if unknown or missing:
             parts = ([f"unknown input(s) {', '.join(map(repr, unknown))}"] if unknown else []) + \
                     ([f"missing input(s) {', '.join(map(repr, missing))}"] if missing else [])
-            raise RequestError("; ".join(parts) + f"; model {self.model_name} takes {', '.join(self.checks)}")
+            text = f" (or raw text alone as a BYTES input {self.text.text_input!r})" if self.text is not None else ""
+            raise RequestError("; ".join(parts) + f"; model {self.model_name} takes {', '.join(self.checks)}{text}")
 
     def _requested(self, outputs: Any) -> list[str]:
         if outputs is None:
