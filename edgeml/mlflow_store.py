@@ -39,6 +39,18 @@ def is_file_store(uri: str) -> bool:
     return urlparse(uri).scheme in FILE_SCHEMES
 
 
+def absolute_file_uri(uri: str) -> str:
+    """`file:./mlruns` or a bare path, made absolute against the current directory now: mlflow keeps the
+    URI process-wide (and in $MLFLOW_TRACKING_URI), so a relative one would follow later chdirs."""
+    from pathlib import Path
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and (parsed.netloc or uri.startswith("file:/")):
+        return uri  # file:///abs or file://host/abs
+    path = parsed.path if parsed.scheme == "file" else uri
+    return Path(path).expanduser().absolute().as_uri()
+
+
 def connect(uri: str | None) -> ModuleType:
     """Import mlflow (naming the extra when missing), point it at `uri` (None: $MLFLOW_TRACKING_URI)."""
     mlflow = require("mlflow", "mlflow")
@@ -48,6 +60,7 @@ def connect(uri: str | None) -> ModuleType:
                          "(e.g. file:./mlruns, sqlite:///mlflow.db or http://host:5000)")
     if is_file_store(uri):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = absolute_file_uri(uri)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines (db migrations, "View run at") in our output
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -14,6 +14,7 @@ from .cli_options import client as _client
 from .cli_options import kv as _kv
 from .cli_options import server_option, token_option
 from .capture_cli import capture, capture_body, capture_option, exclude_option
+from .retrain_cli import retrain_policy
 from .rollouts.cli import rollout
 
 
@@ -45,8 +46,10 @@ def fleet() -> None:
               help="Embedded broker without device authentication or topic ACLs (local experiments only).")
 @click.option("--capture-retention", default="30d", show_default=True,
               help="Captured rows older than this (by arrival) are purged, e.g. 30d, 12h.")
+@click.option("--retrain-check", default="30s", show_default=True,
+              help="How often retrain policies look at drift (`edgeml fleet retrain-policy`), e.g. 30s, 5m.")
 def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, token, sign_key, verify_key, prefix,
-          ingest_workers, desired_validity, insecure_broker, capture_retention) -> None:
+          ingest_workers, desired_validity, insecure_broker, capture_retention, retrain_check) -> None:
     """Run the registry, artifact store, MQTT ingest and REST API (and an embedded broker without --broker).
 
     The embedded broker admits only the fleet and devices provisioned with `edgeml fleet provision`.
@@ -56,6 +59,7 @@ def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, 
     from .service import FleetConfig
 
     retention_s = parse_duration(capture_retention, "--capture-retention")
+    retrain_check_s = parse_duration(retrain_check, "--retrain-check")
 
     if token is not None and not token.strip():
         raise UsageError("--token is empty (or EDGEML_FLEET_TOKEN is set to an empty string): give a real token, "
@@ -71,7 +75,8 @@ def serve(db_url, broker_url, mqtt_port, host, http_port, public_url, data_dir, 
                           http_port=http_port, public_url=public_url, token=token, sign_key=sign_key,
                           verify_key=verify_key, prefix=prefix, ingest_workers=ingest_workers,
                           insecure_broker=insecure_broker, extra={"desired_validity_s": desired_validity,
-                                                                  "capture_retention_s": retention_s}))
+                                                                  "capture_retention_s": retention_s,
+                                                                  "retrain_check_s": retrain_check_s}))
 
 
 @fleet.command("push")
@@ -178,3 +183,4 @@ def provision(device: str, server: str, token: str | None, as_json: bool) -> Non
 
 fleet.add_command(rollout)
 fleet.add_command(capture)
+fleet.add_command(retrain_policy)

@@ -3,6 +3,7 @@
 PUT  /api/v1/retrain-policies/{model}         store the model's policy (replaces it)
 GET  /api/v1/retrain-policies/{model}         the policy, whether a run is going, the latest runs
 POST /api/v1/retrain-policies/{model}/run     run the chain now ({"version": …} optional)
+DELETE /api/v1/retrain-policies/{model}       remove the policy (run records stay)
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def retrain_router(policies: RetrainPolicies) -> APIRouter:
     @router.get("/{model}")
     def status(model: str) -> dict[str, Any]:
         return policies.status(model)
+
+    @router.delete("/{model}")
+    def delete(model: str) -> dict[str, Any]:
+        policies.delete(model)
+        return {"model": model, "deleted": True}
 
     @router.post("/{model}/run", status_code=202)
     def run(model: str, body: RunBody | None = None) -> dict[str, Any]:

@@ -15,8 +15,8 @@ Decisions (user-visible):
   every poll. `--on accuracy` is refused: this fleet has no accuracy monitor (that needs feedback labels).
 - The rollout step runs only when the new model is not worse than the old one on the original test set
   (`comparison.json` not_worse); otherwise the run ends `not_rolled_out` (the version stays pushed, inert
-  in the registry, for a person to look at). After a successful chain the policy's run directory becomes
-  the new run's, so the next retrain replaces the version that is now current.
+  in the registry, for a person to look at). A later retrain of a version this fleet produced starts from
+  that version's run (DATA/retrain/MODEL/N/run), else from the policy's --run-dir.
 - The fleet's token reaches the subprocesses through EDGEML_FLEET_TOKEN, never on a command line.
 """
 
@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from edgeml.errors import ConflictError, NotFoundError, UsageError
 
 from . import db
+from .capture import parse_duration
 from .drift import PSI_ALERT
 
 log = logging.getLogger("edgeml.fleet.retrain")
@@ -92,6 +93,8 @@ class RetrainPolicy:
             raise UsageError(f"--then {','.join(self.then)!r}: use convert,push or convert,push,rollout")
         if not (Path(self.run_dir) / "edgeml-run.json").is_file():
             raise UsageError(f"--run-dir {self.run_dir}: not an `edgeml train` run directory on the fleet host")
+        if self.since:
+            parse_duration(self.since, "--since")
         if self.sign_key and not Path(self.sign_key).is_file():
             raise UsageError(f"--sign-key {self.sign_key}: no such file on the fleet host")
         return self
@@ -114,10 +117,11 @@ class Chain:
     work: Path
     fleet_url: str
     detail: dict[str, Any] = field(default_factory=dict)
+    run_dir: str = ""  # the run of `version`: an earlier retrain's, else the policy's
 
     def train(self) -> list[str]:
         target = self.policy.model + (f"@{self.version}" if self.version else "")
-        argv = ["train", "--from-fleet", target, "--fleet-url", self.fleet_url, "--run-dir", self.policy.run_dir,
+        argv = ["train", "--from-fleet", target, "--fleet-url", self.fleet_url, "--run-dir", self.run_dir or self.policy.run_dir,
                 "--out", str(self.work / "run"), "--json"]
         argv += ["--since", self.policy.since] if self.policy.since else []
         return argv + (["--pseudo-label"] if self.policy.pseudo_label else [])
@@ -161,6 +165,12 @@ class RetrainPolicies:
                 conn.execute(update(retrain_policies).where(retrain_policies.c.model == policy.model)
                              .values(spec=policy.to_dict(), updated_at=time.time()))
         return policy.to_dict()
+
+    def delete(self, model: str) -> None:
+        """Remove the policy (its run records stay); a running chain finishes."""
+        self.get(model)
+        with self.engine.begin() as conn:
+            conn.execute(retrain_policies.delete().where(retrain_policies.c.model == model))
 
     def get(self, model: str) -> RetrainPolicy:
         with self.engine.connect() as conn:
@@ -228,7 +238,7 @@ class RetrainPolicies:
     # -- the chain -------------------------------------------------------------------------------
     def _run(self, run_id: int, policy: RetrainPolicy, version: str | None) -> None:
         work = self.root / policy.model / str(run_id)
-        chain = Chain(policy, version, work, self.fleet_url, {"steps": []})
+        chain = Chain(policy, version, work, self.fleet_url, {"steps": []}, self._run_dir_of(policy, version))
         state, error = "failed", None
         try:
             work.mkdir(parents=True, exist_ok=True)
@@ -236,8 +246,6 @@ class RetrainPolicies:
                 comparison = json.loads((work / "run" / "comparison.json").read_text())
                 chain.detail.update(comparison=comparison, new_version=comparison["new_run"])
                 state = self._ship(chain, comparison)
-                if state == "succeeded":
-                    self._adopt(policy, work / "run")
             if state == "failed":
                 error = _failure(chain.detail)
         except Exception as exc:  # the fleet keeps running; the run says what happened
@@ -250,6 +258,17 @@ class RetrainPolicies:
                     new_version=chain.detail.get("new_version")))
             with self._lock:
                 self._running.pop(policy.model, None)
+
+    def _run_dir_of(self, policy: RetrainPolicy, version: str | None) -> str:
+        """The run that trained `version`: the newest retrain run of this fleet that produced it, else the policy's."""
+        t = retrain_runs
+        if version is not None:
+            with self.engine.connect() as conn:
+                found = conn.execute(select(t.c.id).where(t.c.model == policy.model, t.c.new_version == version,
+                                                          t.c.state != "failed").order_by(t.c.id.desc())).first()
+            if found is not None and (self.root / policy.model / str(found[0]) / "run").is_dir():
+                return str(self.root / policy.model / str(found[0]) / "run")
+        return policy.run_dir
 
     def _ship(self, chain: Chain, comparison: dict[str, Any]) -> str:
         for name in chain.policy.then:
@@ -274,14 +293,11 @@ class RetrainPolicies:
                                       "seconds": round(time.monotonic() - started, 2), "output": output[-OUTPUT_TAIL:]})
         return rc == 0
 
-    def _adopt(self, policy: RetrainPolicy, run: Path) -> None:
-        """The new run is what the next retrain replaces."""
-        with self.engine.begin() as conn:
-            conn.execute(update(retrain_policies).where(retrain_policies.c.model == policy.model)
-                         .values(spec={**policy.to_dict(), "run_dir": str(run)}, updated_at=time.time()))
-
     # -- the monitor loop ------------------------------------------------------------------------
     def start(self) -> "RetrainPolicies":
+        with self.engine.begin() as conn:  # runs of a fleet that stopped mid-chain: say so, do not show them running
+            conn.execute(update(retrain_runs).where(retrain_runs.c.state == "running").values(
+                state="failed", finished_at=time.time(), error="interrupted: the fleet stopped during the run"))
         self._thread = threading.Thread(target=self._loop, name="retrain-monitor", daemon=True)
         self._thread.start()
         return self

@@ -137,3 +137,24 @@ def test_the_runtime_never_selects_a_failed_artifact(run_cli, data, tmp_path, on
     broken = Manifest.from_dict({**manifest.to_dict(), "artifacts": [manifest.artifact("onnx", "int8").to_dict()]})
     with pytest.raises(BundleError, match="no artifact that passed validation at conversion .*onnx/int8: output"):
         select_artifact(broken, Preference.resolve())
+
+
+def test_a_backend_error_on_the_validation_data_is_one_error_line(run_cli, tmp_path):
+    """An ONNX source whose feature axis is dynamic in the graph but 4 wide in its weights: validation
+    data with 5 features fails inside onnxruntime while the source reference is computed."""
+    from onnx import TensorProto, helper, numpy_helper, save_model
+
+    weights = numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "k"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])], [weights])
+    source = tmp_path / "mm.onnx"
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    np.savez(tmp_path / "wide.npz", x=np.ones((8, 5), dtype=np.float32))
+    out = tmp_path / "mm-1"
+    result = run_cli("convert", source, "--name", "mm", "--version", "1", "--out", out, "--task", "regression",
+                     "--validation", tmp_path / "wide.npz")
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert len(result.error_lines) == 1, result.output
+    assert "x float32 [8, 5]" in result.error_lines[0] and "validation data" in result.error_lines[0]
+    assert not out.exists()

@@ -169,3 +169,35 @@ def test_edgeml_serve_cache_option_on_the_real_daemon():
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert b"prediction cache of 4" in err
+
+
+def test_telemetry_carries_the_cache_counters_since_the_previous_message(serve, mlp):
+    """The agent's recorder, fed the real server's cache: each message counts the hits and misses of its
+    own interval; a cache that is off sends nothing (the end-to-end path is in test_fleet_capture.py)."""
+    from edgeml.messages import Telemetry
+    from edgeml.runtime.agent.telemetry import TelemetryRecorder
+
+    daemon, client = serve(mlp, cache_size=4)
+    recorder = TelemetryRecorder()
+    body = infer_body({"input": _x(0)})
+    for _ in range(3):
+        assert _raw(client, body)[0] == 200
+    first = Telemetry.parse(recorder.collect(mlp, cache=daemon.holder.cache_stats()).to_json())
+    assert first.cache.to_dict() == {"hits": 2, "misses": 1, "entries": 1, "capacity": 4}
+    assert _raw(client, body)[0] == 200 and _raw(client, infer_body({"input": _x(2)}))[0] == 200
+    second = recorder.collect(mlp, cache=daemon.holder.cache_stats())
+    assert second.cache.to_dict() == {"hits": 1, "misses": 1, "entries": 2, "capacity": 4}
+    assert recorder.collect(mlp, cache=None).cache is None and "cache" not in recorder.collect(mlp).to_dict()
+
+
+def test_telemetry_carries_capture_counts_while_capture_applies():
+    from edgeml.runtime.agent.telemetry import TelemetryRecorder
+
+    recorder = TelemetryRecorder()
+    counts = {"written": 5, "uploaded": 3, "dropped": 0}
+    assert recorder.collect(None, capture=counts, capturing=True).capture.to_dict() == \
+        {"captured": 5, "uploaded": 3, "dropped": 0}
+    assert recorder.collect(None, capture=counts, capturing=True).capture.to_dict() == \
+        {"captured": 0, "uploaded": 0, "dropped": 0}  # nothing new, still reported while capturing
+    assert recorder.collect(None, capture={**counts, "uploaded": 5}, capturing=False).capture.uploaded == 2
+    assert recorder.collect(None, capture={**counts, "uploaded": 5}, capturing=False).capture is None  # off, idle

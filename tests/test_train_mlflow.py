@@ -126,8 +126,12 @@ def test_file_store_works_without_environment_variables(run_cli, tmp_path, monke
     assert result.exit_code == 0, result.output
     logged = json.loads(result.stdout)["mlflow"]
     assert (tmp_path / "mlruns").is_dir() and logged["registered"] == "models:/tree/1"
-    mlflow.set_tracking_uri("file:./mlruns")
-    assert len(mlflow.pyfunc.load_model(logged["model_uri"]).predict(_validation_frame(tmp_path / "run"))) > 0
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"file:{tmp_path / 'mlruns'}")  # absolute: this process-wide setting outlives chdir
+    try:
+        assert len(mlflow.pyfunc.load_model(logged["model_uri"]).predict(_validation_frame(tmp_path / "run"))) > 0
+    finally:
+        mlflow.set_tracking_uri(previous)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:./mlruns")
     converted = run_cli("convert", logged["model_uri"], "--to", "onnx", "--precision", "fp32", "--name", "tree",
                         "--version", "1", "--out", "bundle")

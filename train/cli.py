@@ -68,6 +68,8 @@ def train(config: Path | None, data: Path | None, dataset: str | None, target: s
     if from_fleet:  # the old run's recipe decides model, data and search (train/from_fleet.py)
         from .from_fleet_cli import run
 
+        if model or data or dataset or target:
+            raise UsageError("--from-fleet retrains with the old run's recipe: drop --model/--data/--dataset/--target")
         return run(from_fleet, fleet_url, fleet_token, since, run_dir, pseudo_label, out, force, n_jobs, as_json)
     if not model:
         raise UsageError(f"pass --model NAME ({', '.join(MODELS)})")

@@ -17,6 +17,7 @@ import logging
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from edgeml.mlflow_store import check, connect, tracking_errors
@@ -44,6 +45,21 @@ def check_tracking(options: TrainOptions) -> None:
         check(options.mlflow, registry=bool(options.register))
 
 
+def _ensure_experiment(mlflow: Any, uri: str) -> None:
+    """Select the edgeml experiment, creating it first. A database store (sqlite:///mlflow.db) would put
+    artifacts in ./mlruns of whatever the current directory is: keep them beside the database instead."""
+    from urllib.parse import urlparse
+
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        parsed = urlparse(uri)
+        location = None
+        if parsed.scheme == "sqlite" and parsed.path not in ("", "/", "/:memory:"):
+            db = Path(parsed.path[1:])  # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
+            location = (db.expanduser().absolute().parent / "mlartifacts").as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+
+
 def log_run(options: TrainOptions, result: Any, model: Any, example: Any) -> LoggedRun:
     """Log `result` (a TrainResult whose run directory exists) and the fitted `model`."""
     uri = options.mlflow or ""
@@ -53,7 +69,7 @@ def log_run(options: TrainOptions, result: Any, model: Any, example: Any) -> Log
     with tracking_errors(uri, "logging the run"), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         logging.getLogger("mlflow").setLevel(logging.ERROR)
-        mlflow.set_experiment(EXPERIMENT)
+        _ensure_experiment(mlflow, uri)
         with mlflow.start_run(run_name=f"{summary['name']}-{summary['run_id']}") as run:
             mlflow.log_params(_params(options, summary))
             mlflow.log_metrics(_metrics(summary))

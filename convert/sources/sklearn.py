@@ -193,7 +193,7 @@ def _reference(model: Any, final: Any, columns: list[str] | None, schema: Any, o
     dtype = np.float32 if fitted is not None and fitted.dtype == np.float32 else np.float64
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        X = _frame(feeds, input_names, columns, nan_columns) if columns else feeds[input_names[0]].astype(np.float32).astype(dtype)
+        X = _frame(feeds, input_names, columns, nan_columns, dtype) if columns else feeds[input_names[0]].astype(np.float32).astype(dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return {name: fn(X) for name, fn in methods.items()}
@@ -201,7 +201,8 @@ def _reference(model: Any, final: Any, columns: list[str] | None, schema: Any, o
     return run, list(methods)
 
 
-def _frame(feeds: dict[str, np.ndarray], input_names: list[str], columns: list[str], nan_columns: set[str]) -> Any:
+def _frame(feeds: dict[str, np.ndarray], input_names: list[str], columns: list[str], nan_columns: set[str],
+           dtype: Any = np.float64) -> Any:
     import pandas as pd
 
     data = {}
@@ -213,7 +214,7 @@ def _frame(feeds: dict[str, np.ndarray], input_names: list[str], columns: list[s
                 values[values == DEVICE_MISSING] = np.nan
             data[col] = values
         else:
-            data[col] = values.astype(np.float32).astype(np.float64)
+            data[col] = values.astype(np.float32).astype(dtype)
     return pd.DataFrame(data, columns=columns)
 
 

@@ -57,6 +57,8 @@ function renderSummary(d, lastPoint) {
     ["tags", fmt.tags(d.tags) || "none"],
     ["arch / backends", `${d.arch || "?"} / ${(d.backends || []).join(", ")}`],
     ["last 5 min", `${fmt.rate(t.request_rate)}, errors ${fmt.pct(t.error_rate)}, p50 ${fmt.ms(t.latency_p50_s)}, p99 ${fmt.ms(t.latency_p99_s)}`],
+    ...(t.cache ? [["prediction cache", `${t.cache.hits} hits, ${t.cache.misses} misses (${fmt.pct(t.cache.hit_rate)}), ${t.cache.entries}/${t.cache.capacity} entries`]] : []),
+    ...(t.capture ? [["data capture", `${t.capture.captured} captured, ${t.capture.uploaded} uploaded, ${t.capture.dropped} dropped`]] : []),
     ["drift", driftBadge(d.drift)],
     ["last telemetry", lastPoint ? fmt.ago(lastPoint.ts) : "none in this window"],
   ];
