@@ -23,5 +23,10 @@ systemctl disable --now postgresql >/dev/null 2>&1 || true
 quiet_pip() { "$PY" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 quiet_pip "torch==${EDGEML_TORCH_VERSION:-2.13.0}"
 quiet_pip -e ".[all,test]"
+# The PyTorch -> LiteRT converter (TFLite for PyTorch transformers). Installed without its declared
+# dependencies: resolving them would downgrade pydantic/typing_extensions/anyio under the fleet stack;
+# these exact versions work together with the rest of .[all] (tests/test_convert_tflite_transformers.py).
+quiet_pip --no-deps litert-torch==0.10.0 litert-converter==0.5.0 ai-edge-quantizer==0.10.0 torchao==0.18.0 \
+    xdsl==0.28.0 jax==0.10.2 jaxlib==0.10.2 immutabledict==4.2.1 ordered-set==4.1.0 lark==1.3.1 multipledispatch==1.0.0
 "$PY" -c "import edgeml.convert, edgeml.runtime" || { echo "edgeml did not install"; exit 1; }
 echo "edgeml set up: $("$PY" -m pip show edgeml 2>/dev/null | grep ^Version)"
