@@ -67,8 +67,10 @@ def run_target(exp: Exporter, precision: Precision, ctx: ExportContext, builder:
         session = _guard("validation", lambda: get_backend(exp.backend).load(
             builder.root / artifact.path, BackendOptions(threads=1, precision=precision.value)))
         actual = _guard("validation", lambda: run_all(session.run, validation.feeds, schema))
-        report = validate(reference, actual, source.comparable_outputs, info,
-                          options.tolerance_for(precision, info.task), validation.labels, validation.source)
+        # An artifact whose outputs cannot even be compared (a different batch or shape) fails this target.
+        report = _guard("validation", lambda: validate(reference, actual, source.comparable_outputs, info,
+                                                       options.tolerance_for(precision, info.task),
+                                                       validation.labels, validation.source))
         sample = _latency_sample(validation.feeds, batch_size(schema) or 1)
         latency = _guard("validation", lambda: measure_latency(session.run, sample, runs=options.latency_runs))
     except TargetFailed as failed:

@@ -35,6 +35,7 @@ from edgeml.messages.capture import MAX_PER_HOUR, CaptureBatch, CapturePolicy
 from edgeml.protocol import ProtocolError
 
 from . import db
+from .background import Background
 
 log = logging.getLogger("edgeml.fleet.capture")
 
@@ -87,7 +88,7 @@ class CaptureStore:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = Background("capture-retention", self._run, self._stop)
 
     # -- policies and auth -----------------------------------------------------------------------
     def token(self, device_id: str) -> str:
@@ -177,14 +178,11 @@ class CaptureStore:
         return n
 
     def start(self) -> "CaptureStore":
-        self._thread = threading.Thread(target=self._run, name="capture-retention", daemon=True)
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._background.stop()
 
     def _run(self) -> None:
         tick = min(3600.0, max(0.5, self.retention_s / 4))

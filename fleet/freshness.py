@@ -29,6 +29,7 @@ from edgeml.messages import Desired
 from edgeml.protocol import ProtocolError, Topics, canonical_json, verify_document
 
 from . import db
+from .background import Background
 
 log = logging.getLogger("edgeml.fleet.freshness")
 
@@ -57,7 +58,7 @@ class FreshnessKeeper:
         self.validity_s = validity_s
         self.check_s = min(60.0, validity_s / 8)  # a tick every eighth of the validity (at most a minute)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = Background("desired-freshness", self._run, self._stop)
 
     # -- recording (FleetService.publish) --------------------------------------------------------
     def record(self, topic: str, payload: bytes) -> None:
@@ -100,14 +101,11 @@ class FreshnessKeeper:
         return renewed
 
     def start(self) -> "FreshnessKeeper":
-        self._thread = threading.Thread(target=self._run, name="desired-freshness", daemon=True)
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._background.stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from edgeml.errors import ConflictError, NotFoundError, UsageError
 
 from . import db
+from .background import Background
 from .capture import parse_duration
 from .drift import PSI_ALERT
 
@@ -152,7 +153,7 @@ class RetrainPolicies:
         self._lock = threading.Lock()
         self._running: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = Background("retrain-monitor", self._loop, self._stop)
 
     # -- policies --------------------------------------------------------------------------------
     def put(self, policy: RetrainPolicy) -> dict[str, Any]:
@@ -298,14 +299,11 @@ class RetrainPolicies:
         with self.engine.begin() as conn:  # runs of a fleet that stopped mid-chain: say so, do not show them running
             conn.execute(update(retrain_runs).where(retrain_runs.c.state == "running").values(
                 state="failed", finished_at=time.time(), error="interrupted: the fleet stopped during the run"))
-        self._thread = threading.Thread(target=self._loop, name="retrain-monitor", daemon=True)
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._background.stop()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
