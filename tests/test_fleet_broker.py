@@ -28,7 +28,18 @@ def test_telemetry_spools_while_the_broker_is_down_and_arrives_after(tmp_path, k
         wait_until(lambda: len([p for p in outbox.iterdir() if p.suffix == ".telemetry"]) >= 5, 20, "spooled telemetry")
         spooled = sorted(json.loads(p.read_bytes())["seq"] for p in outbox.iterdir() if p.suffix == ".telemetry")
         broker.start()  # same port
-        wait_until(lambda: not [p for p in outbox.iterdir() if p.suffix == ".telemetry"], 30, "outbox drained")
+
+        def still_spooled() -> set[int]:  # newer telemetry keeps arriving until the fleet acknowledges it
+            seqs = set()
+            for p in outbox.iterdir():
+                if p.suffix == ".telemetry":
+                    try:
+                        seqs.add(json.loads(p.read_bytes())["seq"])
+                    except (OSError, ValueError):  # deleted or being written meanwhile
+                        pass
+            return seqs
+
+        wait_until(lambda: not (still_spooled() & set(spooled)), 30, "spooled telemetry acknowledged and dropped")
 
         def stored_seqs():
             from sqlalchemy import create_engine, text
