@@ -138,15 +138,7 @@ class InferCodec:
         shape, datatype = tensor["shape"], tensor.get("datatype")
         _check_shape_and_datatype(name, shape, datatype)
         tensors.check_dtype(_NUMPY_BY_OIP[datatype], check.dtype, name, f"{datatype} data")
-        size = binary.binary_size(name, tensor.get("parameters"))
-        if size is None:
-            if "data" not in tensor:
-                raise RequestError(f"input {name!r} has neither \"data\" nor parameters.binary_data_size")
-            arr = _decode(name, shape, datatype, tensor["data"])
-        else:
-            if "data" in tensor:
-                raise RequestError(f"input {name!r} has both \"data\" and parameters.binary_data_size; send one")
-            arr = binary.decode(name, shape, datatype, reader.take(name, size))
+        arr = _tensor_values(name, tensor, shape, datatype, reader)
         if arr.size == 0:
             raise RequestError(f"input {name!r}: shape {shape} holds no elements; send at least one sample")
         # Decoded as its datatype, then cast to the model's dtype (a no-op when they agree); the
@@ -160,13 +152,7 @@ class InferCodec:
         _check_shape_and_datatype(name, shape, datatype)
         if datatype != "BYTES":
             raise RequestError(f"input {name!r} carries raw text: send it as BYTES, not {datatype}")
-        size = binary.binary_size(name, tensor.get("parameters"))
-        if size is None:
-            if "data" not in tensor:
-                raise RequestError(f"input {name!r} has neither \"data\" nor parameters.binary_data_size")
-            arr = _decode(name, shape, datatype, tensor["data"])
-        else:
-            arr = binary.decode(name, shape, datatype, reader.take(name, size))
+        arr = _tensor_values(name, tensor, shape, datatype, reader)
         if arr.size == 0:
             raise RequestError(f"input {name!r}: shape {shape} holds no texts; send at least one")
         feeds = self.text.encode(arr)
@@ -236,6 +222,19 @@ def _tensor_name(i: int, tensor: Any) -> str:
     if not isinstance(tensor["name"], str):
         raise RequestError(f"inputs[{i}].name must be a string")
     return tensor["name"]
+
+
+def _tensor_values(name: str, tensor: dict[str, Any], shape: Any, datatype: str,
+                   reader: binary.BinaryReader) -> np.ndarray:
+    """A tensor's values from its JSON "data" or, with parameters.binary_data_size, from the binary part."""
+    size = binary.binary_size(name, tensor.get("parameters"))
+    if size is None:
+        if "data" not in tensor:
+            raise RequestError(f"input {name!r} has neither \"data\" nor parameters.binary_data_size")
+        return _decode(name, shape, datatype, tensor["data"])
+    if "data" in tensor:
+        raise RequestError(f"input {name!r} has both \"data\" and parameters.binary_data_size; send one")
+    return binary.decode(name, shape, datatype, reader.take(name, size))
 
 
 def _check_shape_and_datatype(name: str, shape: Any, datatype: Any) -> None:
